@@ -161,7 +161,11 @@ impl Opener {
 
     /// Succeeds only once the last chunk has been opened.
     pub fn finish(&self) -> Result<(), Error> {
-        if self.done { Ok(()) } else { Err(Error::Truncated) }
+        if self.done {
+            Ok(())
+        } else {
+            Err(Error::Truncated)
+        }
     }
 }
 
@@ -179,7 +183,8 @@ pub fn sealed_len(plaintext_len: u64) -> u64 {
 /// Seals a whole plaintext held in memory.
 pub fn seal(key: &StreamKey, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
     let mut sealer = Sealer::new(key)?;
-    let mut out = Vec::with_capacity(usize::try_from(sealed_len(plaintext.len() as u64)).unwrap_or(0));
+    let mut out =
+        Vec::with_capacity(usize::try_from(sealed_len(plaintext.len() as u64)).unwrap_or(0));
     let mut chunks = plaintext.chunks(CHUNK_SIZE).peekable();
     if chunks.peek().is_none() {
         let mut empty = Vec::with_capacity(TAG_LEN);
@@ -219,7 +224,14 @@ mod tests {
 
     #[test]
     fn round_trips_at_every_boundary() {
-        for len in [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE] {
+        for len in [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            3 * CHUNK_SIZE,
+        ] {
             let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let sealed = seal(&key(), &plain).unwrap();
             assert_eq!(sealed.len() as u64, sealed_len(len as u64), "{len}");
