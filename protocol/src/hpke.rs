@@ -117,7 +117,7 @@ impl PublicKey {
         let probe = agreement::PrivateKey::generate(&ECDH_P256).map_err(|_| Error::Crypto)?;
         agreement::agree(
             &probe,
-            &UnparsedPublicKey::new(&ECDH_P256, &arr),
+            UnparsedPublicKey::new(&ECDH_P256, &arr),
             Error::InvalidPublicKey,
             |_| Ok(()),
         )?;
@@ -207,7 +207,7 @@ impl PrivateKey {
     fn dh(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         agreement::agree(
             &self.inner,
-            &UnparsedPublicKey::new(&ECDH_P256, peer),
+            UnparsedPublicKey::new(&ECDH_P256, peer),
             Error::InvalidPublicKey,
             |shared| Ok(Zeroizing::new(shared.to_vec())),
         )

@@ -138,7 +138,7 @@ impl Opener {
         }
         let len = chunk.len();
         let bad_len = if last {
-            len < TAG_LEN || len > SEALED_CHUNK_SIZE || (len == TAG_LEN && self.counter > 0)
+            !(TAG_LEN..=SEALED_CHUNK_SIZE).contains(&len) || (len == TAG_LEN && self.counter > 0)
         } else {
             len != SEALED_CHUNK_SIZE
         };
