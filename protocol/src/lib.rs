@@ -2,6 +2,7 @@
 //!
 //! * [`hpke`]: RFC 9180 base-mode HPKE (DHKEM(P-256, HKDF-SHA256), HKDF-SHA256, AES-256-GCM), used to wrap
 //!   document keys to the pod key and per-request keys to users' P-256 keys.
+//! * [`frame`]: the length-prefixed CBOR frames of the parent–enclave link, bounded before allocation.
 //! * [`stream`]: chunked AES-256-GCM in the STREAM construction, so that documents of any size are sealed and
 //!   opened with bounded memory, and truncation or reordering is detected.
 //!
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod frame;
 pub mod hpke;
 pub mod stream;
 
@@ -42,6 +44,20 @@ pub enum Error {
     /// A stream has more chunks than its counter can number.
     #[error("the stream is too long")]
     StreamTooLong,
+    /// A frame announces or has more bytes than [`frame::MAX_FRAME_LEN`].
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    FrameTooLarge {
+        /// The announced or actual length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame is not `[version, request_id, kind, body]`.
+    #[error("malformed frame: {0}")]
+    MalformedFrame(&'static str),
+    /// A frame has a version this code does not speak.
+    #[error("unsupported frame version {0}")]
+    UnsupportedVersion(u64),
     /// The crypto library failed in a way that does not depend on the input (e.g. no randomness).
     #[error("internal cryptographic failure")]
     Crypto,
