@@ -15,6 +15,7 @@
 
 pub mod frame;
 pub mod hpke;
+pub mod keys;
 pub mod stream;
 
 /// Errors of the protocol layer.
@@ -44,6 +45,12 @@ pub enum Error {
     /// A stream has more chunks than its counter can number.
     #[error("the stream is too long")]
     StreamTooLong,
+    /// A signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A structure does not follow the specification (docs/SPEC.md).
+    #[error("malformed input: {0}")]
+    Malformed(&'static str),
     /// A frame announces or has more bytes than [`frame::MAX_FRAME_LEN`].
     #[error("frame of {len} bytes exceeds the {max}-byte limit")]
     FrameTooLarge {
