@@ -40,7 +40,7 @@ fn hpke_suite() -> Vec<u8> {
 }
 
 /// HKDF-Extract with HMAC-SHA256. An empty salt is HashLen zero bytes, which HMAC treats like an empty key.
-fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+pub(crate) fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
     let mut ctx = hmac::Context::with_key(&key);
     for part in ikm {
@@ -52,7 +52,7 @@ fn extract(salt: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
 }
 
 /// HKDF-Expand with HMAC-SHA256, for outputs of at most 255 blocks.
-fn expand(prk: &[u8], info: &[&[u8]], len: usize) -> Zeroizing<Vec<u8>> {
+pub(crate) fn expand(prk: &[u8], info: &[&[u8]], len: usize) -> Zeroizing<Vec<u8>> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, prk);
     let mut out = Zeroizing::new(Vec::with_capacity(len.saturating_add(32)));
     let mut previous: Vec<u8> = Vec::new();
