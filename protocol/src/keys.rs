@@ -331,6 +331,34 @@ impl From<pod_cbor::Error> for Error {
     }
 }
 
+/// A user's private keys with their public bundle: what a client holds. HPKE P-256 for encryption (the
+/// default; see docs/SPEC.md for why) and ECDSA P-256 for signing.
+pub struct UserSecrets {
+    /// Signs requests and membership entries.
+    pub signing: SigningKey,
+    /// Opens re-encrypted documents.
+    pub decryption: hpke::PrivateKey,
+    /// The public bundle to register.
+    pub bundle: UserKeyBundle,
+}
+
+impl UserSecrets {
+    /// Fresh keys.
+    pub fn generate() -> Result<Self, Error> {
+        let signing = SigningKey::generate()?;
+        let decryption = hpke::PrivateKey::generate()?;
+        let bundle = UserKeyBundle::new(
+            EncryptionKey::HpkeP256(decryption.public_key().clone()),
+            signing.verifying_key(),
+        );
+        Ok(Self {
+            signing,
+            decryption,
+            bundle,
+        })
+    }
+}
+
 /// Hash of an SPKI: the fingerprint of the pod key, and of a user's encryption key in headers.
 pub fn fingerprint(spki: &[u8]) -> [u8; HASH_LEN] {
     digest(&SHA256, spki)

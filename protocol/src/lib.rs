@@ -13,10 +13,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod envelope;
 pub mod frame;
 pub mod hpke;
 pub mod keys;
+pub mod membership;
+pub mod request;
 pub mod stream;
 
 /// Errors of the protocol layer.
@@ -52,6 +55,17 @@ pub enum Error {
     /// A structure does not follow the specification (docs/SPEC.md).
     #[error("malformed input: {0}")]
     Malformed(&'static str),
+    /// A membership entry is not allowed (wrong link, signer without authority, ...).
+    #[error("membership entry refused: {0}")]
+    Membership(&'static str),
+    /// An audit log or receipt does not verify.
+    #[error("audit entry {seq}: {reason}")]
+    Audit {
+        /// The sequence number where verification failed.
+        seq: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A frame announces or has more bytes than [`frame::MAX_FRAME_LEN`].
     #[error("frame of {len} bytes exceeds the {max}-byte limit")]
     FrameTooLarge {
