@@ -201,7 +201,7 @@ fn the_audit_verifier_detects_deletion_alteration_reordering_and_truncation() {
     .sign(&key)
     .unwrap();
     let checkpoint = Checkpoint::parse_verified(&checkpoint_bytes, &vk).unwrap();
-    audit::verify_log(&log, &vk, &[checkpoint.clone()], &[]).unwrap();
+    audit::verify_log(&log, &vk, std::slice::from_ref(&checkpoint), &[]).unwrap();
 
     // Deleted from the middle.
     let mut deleted = log.clone();
@@ -237,7 +237,7 @@ fn the_audit_verifier_detects_deletion_alteration_reordering_and_truncation() {
         audit_entry_hash: head,
     };
     let receipt = Receipt::parse_verified(&receipt.sign(&key).unwrap(), &vk).unwrap();
-    audit::verify_log(&log, &vk, &[], &[receipt.clone()]).unwrap();
+    audit::verify_log(&log, &vk, &[], std::slice::from_ref(&receipt)).unwrap();
     assert!(audit::verify_log(&truncated, &vk, &[], &[receipt]).is_err());
     // Entries signed by another key (the parent forging entries).
     let forger = SigningKey::generate().unwrap();
