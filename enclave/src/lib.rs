@@ -1,9 +1,14 @@
 //! The Secure Pod enclave.
 //!
-//! This crate holds what runs inside the enclave: the [`nsm`] seam (the real Nitro Secure Module or a mock that
-//! signs real attestation documents) and the [`clock`] the rest of the code reads time from.
+//! * [`pod`]: the pod itself, a pure state machine that authorises, re-encrypts, budgets and audits;
+//! * [`budget`] and [`replay`]: its decryption budgets and replay cache;
+//! * [`nsm`]: the Nitro Secure Module seam (the real `/dev/nsm` or a mock that signs real attestation documents);
+//! * [`clock`]: the time source every part reads, injected.
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod clock;
 pub mod nsm;
+pub mod pod;
+pub mod replay;

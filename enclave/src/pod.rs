@@ -1,0 +1,697 @@
+//! The pod: a state machine with no I/O (`sealed → ready → failed`) that decides every request.
+//!
+//! The binary feeds it bytes from the parent and sends back what it returns; everything here is testable with a
+//! [`crate::clock::ManualClock`] and the mock NSM.
+//!
+//! # Audit before release
+//!
+//! [`Pod::re_encrypt`] never returns the re-encrypted header (which carries the wrapped key) or a way to produce
+//! content. It returns a [`Pending`] holding a signed audit entry. Only when the parent acknowledges that the entry
+//! is durable ([`Pod::audit_durable`], with the entry's exact hash) does [`Pending::release`] hand out the header,
+//! the receipt and the [`Transcryptor`] that turns stored chunks into the user's chunks. Refusals go through the same
+//! path, so every request leaves exactly one audit entry.
+//!
+//! # What the parent can still do
+//!
+//! It can drop requests, delay them, and lie about durability. A lie shows later: every receipt names its audit
+//! entry's sequence number and hash, and [`pod_protocol::audit::verify_log`] fails on a log without it.
+
+use crate::budget::{BudgetConfig, Budgets, Scope};
+use crate::clock::Clock;
+use crate::nsm::{AttestationRequest, Nsm, NsmError};
+use crate::replay::{ReplayCache, ReplayError};
+use pod_cbor::Encoder;
+use pod_protocol::audit::{self, Decision, Receipt};
+use pod_protocol::envelope::{self, Header, Kind, UnwrapKey};
+use pod_protocol::keys::{HASH_LEN, SigningKey, VerifyingKey, fingerprint, labeled_hash};
+use pod_protocol::membership::{Room, SignedEntry};
+use pod_protocol::request::{Operation, SignedRequest};
+use pod_protocol::stream::{Opener, Sealer};
+use pod_protocol::{Error as ProtocolError, hpke};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The version string bound into attestation documents (through the configuration hash).
+pub const POD_VERSION: &str = concat!("secure-pod/", env!("CARGO_PKG_VERSION"));
+
+/// Tunable limits of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodConfig {
+    /// How old a request may be.
+    pub freshness_ms: u64,
+    /// How far in the future a request's time may be (client clock skew).
+    pub future_skew_ms: u64,
+    /// Live (user, nonce) pairs remembered; when full of live entries, requests are refused.
+    pub replay_capacity: usize,
+    /// Decryption budgets.
+    pub budgets: BudgetConfig,
+    /// Most rooms held in memory.
+    pub max_rooms: usize,
+    /// Most audit entries waiting for the parent's acknowledgement.
+    pub max_pending_audit: usize,
+}
+
+impl Default for PodConfig {
+    fn default() -> Self {
+        Self {
+            freshness_ms: 5 * 60 * 1000,
+            future_skew_ms: 30 * 1000,
+            replay_capacity: 1_000_000,
+            budgets: BudgetConfig::default(),
+            max_rooms: 100_000,
+            max_pending_audit: 4096,
+        }
+    }
+}
+
+impl PodConfig {
+    /// `labeled_hash("config", …)` over every limit and the version: clients see it in the attestation's
+    /// `user_data` and so know the rules the pod enforces.
+    pub fn hash(&self) -> [u8; HASH_LEN] {
+        let b = &self.budgets;
+        let mut e = Encoder::new();
+        e.array(12)
+            .text(POD_VERSION)
+            .u64(self.freshness_ms)
+            .u64(self.future_skew_ms)
+            .u64(self.replay_capacity as u64)
+            .u64(self.max_rooms as u64)
+            .u64(self.max_pending_audit as u64)
+            .u64(b.per_user_room.hourly)
+            .u64(b.per_user_room.daily)
+            .u64(b.per_room.hourly)
+            .u64(b.per_room.daily)
+            .u64(b.global.hourly)
+            .u64(b.global.daily);
+        labeled_hash("config", e.as_bytes())
+    }
+}
+
+/// The pod's keys: the pod key (HPKE P-256) and the receipt key (ECDSA P-256) derived from it, so that audit
+/// signatures stay verifiable across restarts and across enclaves sharing the pod key.
+pub struct PodKeys {
+    pod: hpke::PrivateKey,
+    receipt: SigningKey,
+    pod_spki: Vec<u8>,
+    fingerprint: [u8; HASH_LEN],
+}
+
+impl PodKeys {
+    /// Wraps the pod key and derives the receipt key from it.
+    pub fn new(pod: hpke::PrivateKey) -> Result<Self, ProtocolError> {
+        let scalar = pod.to_scalar()?;
+        let ikm = [b"secure-pod/v1/receipt-key\0".as_slice(), &scalar].concat();
+        let ikm = zeroize::Zeroizing::new(ikm);
+        let derived = hpke::PrivateKey::derive(&ikm)?;
+        let receipt = SigningKey::from_scalar(&derived.to_scalar()?)?;
+        let pod_spki = pod.public_key().to_spki_der();
+        let fingerprint = fingerprint(&pod_spki);
+        Ok(Self {
+            pod,
+            receipt,
+            pod_spki,
+            fingerprint,
+        })
+    }
+
+    /// The pod key's SubjectPublicKeyInfo.
+    pub fn pod_spki(&self) -> &[u8] {
+        &self.pod_spki
+    }
+    /// SHA-256 of the pod key's SPKI.
+    pub fn fingerprint(&self) -> &[u8; HASH_LEN] {
+        &self.fingerprint
+    }
+    /// The receipt key's public half.
+    pub fn receipt_key(&self) -> VerifyingKey {
+        self.receipt.verifying_key()
+    }
+}
+
+enum State {
+    Sealed,
+    Ready(Box<PodKeys>),
+    Failed(String),
+}
+
+/// Whether the pod can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for its key.
+    Sealed,
+    /// Serving.
+    Ready,
+    /// Stopped for good (its key is gone).
+    Failed,
+}
+
+/// What `health` reports. Nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// The state.
+    pub status: Status,
+    /// The pod key's fingerprint, once ready.
+    pub pod_key_fingerprint: Option<[u8; HASH_LEN]>,
+    /// Why the pod failed, if it did.
+    pub failure: Option<String>,
+    /// The next audit sequence number.
+    pub audit_next_seq: u64,
+    /// Rooms in memory.
+    pub rooms: usize,
+    /// The configuration hash.
+    pub config_hash: [u8; HASH_LEN],
+}
+
+/// Errors of pod operations (as opposed to refusals of requests, which are audited: see [`Refusal`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PodError {
+    /// The pod has no key yet.
+    #[error("the pod is sealed: its key has not been released yet")]
+    Sealed,
+    /// The pod has failed and will not serve.
+    #[error("the pod has failed: {0}")]
+    Failed(String),
+    /// The pod already holds a key.
+    #[error("the pod is already unsealed")]
+    AlreadyUnsealed,
+    /// A membership log or entry was refused.
+    #[error("membership refused: {0}")]
+    Membership(ProtocolError),
+    /// A membership log is older than one the pod has seen (a rollback) or forks from it.
+    #[error(
+        "membership log for this room is behind or forks from the head the pod has seen (seq {known_seq})"
+    )]
+    Rollback {
+        /// The head sequence number the pod knows.
+        known_seq: u64,
+    },
+    /// The room is not known to the pod.
+    #[error("unknown room")]
+    UnknownRoom,
+    /// Too many rooms.
+    #[error("the pod holds the maximum number of rooms")]
+    TooManyRooms,
+    /// Too many audit entries are waiting for acknowledgement.
+    #[error("too many audit entries await acknowledgement; the audit store is not keeping up")]
+    AuditBacklog,
+    /// An acknowledgement does not match an entry the pod wrote.
+    #[error("audit acknowledgement does not match the entry written")]
+    AuditAckMismatch,
+    /// Release was attempted before the audit entry was acknowledged as durable.
+    #[error("the audit entry is not yet durable")]
+    AuditNotDurable,
+    /// The audit chain to resume from is not the pod's.
+    #[error("the audit log to resume from does not verify under the pod's receipt key: {0}")]
+    AuditResume(ProtocolError),
+    /// The NSM failed.
+    #[error(transparent)]
+    Nsm(#[from] NsmError),
+    /// A cryptographic operation failed.
+    #[error("cryptographic failure: {0}")]
+    Crypto(ProtocolError),
+}
+
+/// Why a request was refused. The short code goes into the audit entry; the message to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request could not be parsed.
+    Malformed,
+    /// The room is not known to the pod.
+    UnknownRoom,
+    /// The user is not (or no longer) a member of the room.
+    NotMember,
+    /// The signature is not the member's.
+    BadSignature,
+    /// The request was made for another pod key.
+    WrongPod,
+    /// The request is too old.
+    Expired,
+    /// The request is dated in the future.
+    FromTheFuture,
+    /// The request was seen before.
+    Replayed,
+    /// The replay cache is full of live entries.
+    Busy,
+    /// The sealed document is not the one the request names, or not for this room.
+    WrongDocument,
+    /// The document does not decrypt under the pod key.
+    CannotDecrypt,
+    /// A decryption budget is spent.
+    BudgetExhausted(Scope),
+}
+
+impl Refusal {
+    /// The audit reason.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed request",
+            Self::UnknownRoom => "unknown room",
+            Self::NotMember => "not a member",
+            Self::BadSignature => "bad signature",
+            Self::WrongPod => "request for another pod key",
+            Self::Expired => "request expired",
+            Self::FromTheFuture => "request from the future",
+            Self::Replayed => "replayed request",
+            Self::Busy => "replay cache full",
+            Self::WrongDocument => "document does not match request",
+            Self::CannotDecrypt => "document does not decrypt",
+            Self::BudgetExhausted(s) => s.name(),
+        }
+    }
+}
+
+/// An acknowledgement from the parent that an audit entry is stored durably.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditAck {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The entry's hash, proving the parent stored that exact entry.
+    pub hash: [u8; HASH_LEN],
+}
+
+/// Turns the stored document's chunks into the user's chunks, in place, one chunk at a time.
+pub struct Transcryptor {
+    opener: Opener,
+    sealer: Sealer,
+}
+
+impl Transcryptor {
+    /// Decrypts a stored chunk and re-encrypts it for the user in the same buffer: the plaintext is overwritten
+    /// by the new ciphertext before the buffer is returned. `last` says whether this is the final stored chunk.
+    pub fn process(&mut self, chunk: &mut Vec<u8>, last: bool) -> Result<(), ProtocolError> {
+        if let Err(e) = self.opener.open_in_place(chunk, last) {
+            // Do not leave partial plaintext behind on failure.
+            zeroize::Zeroize::zeroize(chunk);
+            return Err(e);
+        }
+        self.sealer.seal_in_place(chunk, last)
+    }
+
+    /// True once the last chunk went through.
+    pub fn is_done(&self) -> bool {
+        self.sealer.is_done()
+    }
+}
+
+/// What a released request yields.
+pub struct Release {
+    /// The re-encrypted document's prefix and header (the wrapped per-request key is inside).
+    pub header: Vec<u8>,
+    /// The signed receipt.
+    pub receipt: Vec<u8>,
+    /// The content converter.
+    pub transcryptor: Transcryptor,
+}
+
+/// The outcome of a request once its audit entry is durable.
+pub enum Outcome {
+    /// The request is granted.
+    Released(Release),
+    /// The request is refused.
+    Refused(Refusal),
+}
+
+enum PendingOutcome {
+    Release(Release),
+    Refuse(Refusal),
+}
+
+/// A decided request whose audit entry must become durable before anything leaves the enclave.
+pub struct Pending {
+    seq: u64,
+    hash: [u8; HASH_LEN],
+    audit_entry: Vec<u8>,
+    outcome: PendingOutcome,
+}
+
+impl Pending {
+    /// The signed audit entry for the parent to store.
+    pub fn audit_entry(&self) -> &[u8] {
+        &self.audit_entry
+    }
+    /// Its sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// Its hash.
+    pub fn hash(&self) -> [u8; HASH_LEN] {
+        self.hash
+    }
+    /// True if the request will be refused.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self.outcome, PendingOutcome::Refuse(_))
+    }
+
+    /// The outcome, once `pod` has seen this entry acknowledged.
+    pub fn release(self, pod: &Pod) -> Result<Outcome, PodError> {
+        if pod.durable_through.is_none_or(|d| d < self.seq) {
+            return Err(PodError::AuditNotDurable);
+        }
+        Ok(match self.outcome {
+            PendingOutcome::Release(r) => Outcome::Released(r),
+            PendingOutcome::Refuse(r) => Outcome::Refused(r),
+        })
+    }
+}
+
+struct RoomRecord {
+    room: Room,
+}
+
+/// The pod. See the [module documentation](self).
+pub struct Pod {
+    config: PodConfig,
+    clock: Arc<dyn Clock>,
+    nsm: Arc<dyn Nsm>,
+    state: State,
+    rooms: HashMap<[u8; HASH_LEN], RoomRecord>,
+    replay: ReplayCache,
+    budgets: Budgets,
+    next_seq: u64,
+    prev_hash: [u8; HASH_LEN],
+    unacked: BTreeMap<u64, [u8; HASH_LEN]>,
+    durable_through: Option<u64>,
+}
+
+impl Pod {
+    /// A sealed pod.
+    pub fn new(config: PodConfig, clock: Arc<dyn Clock>, nsm: Arc<dyn Nsm>) -> Self {
+        let now = clock.now_ms();
+        Self {
+            replay: ReplayCache::new(config.replay_capacity),
+            budgets: Budgets::new(config.budgets, now),
+            config,
+            clock,
+            nsm,
+            state: State::Sealed,
+            rooms: HashMap::new(),
+            next_seq: 0,
+            prev_hash: [0; HASH_LEN],
+            unacked: BTreeMap::new(),
+            durable_through: None,
+        }
+    }
+
+    fn keys(&self) -> Result<&PodKeys, PodError> {
+        match &self.state {
+            State::Ready(k) => Ok(k),
+            State::Sealed => Err(PodError::Sealed),
+            State::Failed(r) => Err(PodError::Failed(r.clone())),
+        }
+    }
+
+    /// Sealed → ready, with the pod key (which KMS released to this enclave).
+    pub fn unseal(&mut self, pod_key: hpke::PrivateKey) -> Result<(), PodError> {
+        match self.state {
+            State::Sealed => {
+                self.state =
+                    State::Ready(Box::new(PodKeys::new(pod_key).map_err(PodError::Crypto)?));
+                tracing::info!("pod unsealed");
+                Ok(())
+            }
+            State::Ready(_) => Err(PodError::AlreadyUnsealed),
+            State::Failed(ref r) => Err(PodError::Failed(r.clone())),
+        }
+    }
+
+    /// Any state → failed: the keys are dropped (aws-lc clears them) and the pod refuses everything from now on.
+    pub fn fail(&mut self, reason: &str) {
+        tracing::error!(reason, "pod failed closed");
+        self.state = State::Failed(reason.to_owned());
+    }
+
+    /// The state and public facts.
+    pub fn health(&self) -> Health {
+        let (status, fpr, failure) = match &self.state {
+            State::Sealed => (Status::Sealed, None, None),
+            State::Ready(k) => (Status::Ready, Some(k.fingerprint), None),
+            State::Failed(r) => (Status::Failed, None, Some(r.clone())),
+        };
+        Health {
+            status,
+            pod_key_fingerprint: fpr,
+            failure,
+            audit_next_seq: self.next_seq,
+            rooms: self.rooms.len(),
+            config_hash: self.config.hash(),
+        }
+    }
+
+    /// The public keys, once ready.
+    pub fn keys_public(&self) -> Result<(Vec<u8>, VerifyingKey), PodError> {
+        let k = self.keys()?;
+        Ok((k.pod_spki.clone(), k.receipt_key()))
+    }
+
+    /// An attestation document binding the pod key (`public_key`, its SPKI) and, in `user_data`, the CBOR array
+    /// `[receipt key SPKI, configuration hash]`.
+    pub fn attestation(&self, nonce: Option<Vec<u8>>) -> Result<Vec<u8>, PodError> {
+        let k = self.keys()?;
+        let mut user_data = Encoder::new();
+        user_data
+            .array(2)
+            .bytes(&k.receipt_key().to_spki_der())
+            .bytes(&self.config.hash());
+        Ok(self.nsm.attest(&AttestationRequest {
+            public_key: Some(k.pod_spki.clone()),
+            user_data: Some(user_data.into_bytes()),
+            nonce,
+        })?)
+    }
+
+    /// Continues the audit chain after a restart from the last stored entry (`None` for a new log). The entry
+    /// must verify under this pod's receipt key.
+    pub fn resume_audit(&mut self, last_entry: Option<&[u8]>) -> Result<(), PodError> {
+        let key = self.keys()?.receipt_key();
+        match last_entry {
+            None => {
+                self.next_seq = 0;
+                self.prev_hash = [0; HASH_LEN];
+                self.durable_through = None;
+            }
+            Some(bytes) => {
+                let e = audit::SignedEntry::parse_verified(bytes, &key)
+                    .map_err(PodError::AuditResume)?;
+                self.next_seq = e.entry().seq.saturating_add(1);
+                self.prev_hash = e.hash();
+                self.durable_through = Some(e.entry().seq);
+            }
+        }
+        self.unacked.clear();
+        Ok(())
+    }
+
+    /// Loads or refreshes a room from its whole membership log. A log behind the head the pod has already seen,
+    /// or one that forks from it, is refused: membership never goes backwards.
+    pub fn sync_room(&mut self, entries: &[Vec<u8>]) -> Result<[u8; HASH_LEN], PodError> {
+        self.keys()?;
+        let parsed = entries
+            .iter()
+            .map(|e| SignedEntry::parse(e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PodError::Membership)?;
+        let room = Room::replay(&parsed).map_err(PodError::Membership)?;
+        let id = *room.id();
+        if let Some(known) = self.rooms.get(&id) {
+            let known_seq = known.room.seq();
+            let on_chain = usize::try_from(known_seq)
+                .ok()
+                .and_then(|i| parsed.get(i))
+                .is_some_and(|e| e.hash() == *known.room.head());
+            if room.seq() < known_seq || !on_chain {
+                return Err(PodError::Rollback { known_seq });
+            }
+        } else if self.rooms.len() >= self.config.max_rooms {
+            return Err(PodError::TooManyRooms);
+        }
+        self.rooms.insert(id, RoomRecord { room });
+        Ok(id)
+    }
+
+    /// Appends one entry to a known room.
+    pub fn append_membership(&mut self, entry: &[u8]) -> Result<[u8; HASH_LEN], PodError> {
+        self.keys()?;
+        let signed = SignedEntry::parse(entry).map_err(PodError::Membership)?;
+        let room_id: [u8; HASH_LEN] = signed
+            .entry()
+            .room
+            .as_slice()
+            .try_into()
+            .map_err(|_| PodError::UnknownRoom)?;
+        let record = self.rooms.get_mut(&room_id).ok_or(PodError::UnknownRoom)?;
+        record.room.apply(&signed).map_err(PodError::Membership)?;
+        Ok(room_id)
+    }
+
+    /// The head (sequence number and hash) of a room's membership log, as the pod knows it.
+    pub fn room_head(&self, room: &[u8; HASH_LEN]) -> Option<(u64, [u8; HASH_LEN])> {
+        self.rooms.get(room).map(|r| (r.room.seq(), *r.room.head()))
+    }
+
+    /// Decides a re-encryption request for the stored document whose prefix and header are `sealed_header`.
+    /// Returns the pending outcome and its audit entry; see the module documentation.
+    pub fn re_encrypt(
+        &mut self,
+        signed_request: &[u8],
+        sealed_header: &[u8],
+    ) -> Result<Pending, PodError> {
+        self.keys()?;
+        if self.unacked.len() >= self.config.max_pending_audit {
+            return Err(PodError::AuditBacklog);
+        }
+        let now = self.clock.now_ms();
+        let request = SignedRequest::parse(signed_request).ok();
+        let request_hash = request.as_ref().map_or([0; HASH_LEN], SignedRequest::hash);
+        let (user, room, doc) =
+            request
+                .as_ref()
+                .map_or(([0; HASH_LEN], [0; HASH_LEN], Vec::new()), |r| {
+                    let u = r.unverified();
+                    (u.user, u.room, u.doc.clone())
+                });
+        let head = self
+            .rooms
+            .get(&room)
+            .map_or([0; HASH_LEN], |r| *r.room.head());
+
+        let decision = match request {
+            None => Err(Refusal::Malformed),
+            Some(req) => self.decide(&req, sealed_header, now),
+        };
+        let (audit_decision, reason, outcome) = match decision {
+            Ok(release) => (Decision::Allow, "released", Ok(release)),
+            Err(r @ Refusal::BudgetExhausted(_)) => (Decision::Alert, r.code(), Err(r)),
+            Err(r) => (Decision::Deny, r.code(), Err(r)),
+        };
+        let keys = self.keys()?;
+        let entry = audit::SignedEntry::sign(
+            audit::Entry {
+                seq: self.next_seq,
+                prev: self.prev_hash,
+                time_ms: now,
+                user,
+                room,
+                doc,
+                decision: audit_decision,
+                reason: reason.to_owned(),
+                membership_head: head,
+                request_hash,
+            },
+            &keys.receipt,
+        )
+        .map_err(PodError::Crypto)?;
+        let seq = self.next_seq;
+        let hash = entry.hash();
+        let outcome = match outcome {
+            Ok((header, transcryptor)) => {
+                let receipt = Receipt {
+                    request_hash,
+                    response_header_hash: header.hash(),
+                    audit_seq: seq,
+                    audit_entry_hash: hash,
+                }
+                .sign(&keys.receipt)
+                .map_err(PodError::Crypto)?;
+                PendingOutcome::Release(Release {
+                    header: header.to_prefixed(),
+                    receipt,
+                    transcryptor,
+                })
+            }
+            Err(r) => PendingOutcome::Refuse(r),
+        };
+        self.next_seq = self.next_seq.saturating_add(1);
+        self.prev_hash = hash;
+        self.unacked.insert(seq, hash);
+        tracing::info!(seq, decision = reason, "request decided");
+        Ok(Pending {
+            seq,
+            hash,
+            audit_entry: entry.as_bytes().to_vec(),
+            outcome,
+        })
+    }
+
+    fn decide(
+        &mut self,
+        signed: &SignedRequest,
+        sealed_header: &[u8],
+        now: u64,
+    ) -> Result<(Header, Transcryptor), Refusal> {
+        let claimed = signed.unverified();
+        let record = self.rooms.get(&claimed.room).ok_or(Refusal::UnknownRoom)?;
+        // Membership is read now, at the moment of the request: a revoked user is refused here.
+        let member = record
+            .room
+            .member(&claimed.user)
+            .ok_or(Refusal::NotMember)?;
+        let req = signed
+            .verify(member.bundle.signing_key())
+            .map_err(|_| Refusal::BadSignature)?;
+        let recipient = member.bundle.encryption_key().clone();
+        if req.op != Operation::ReEncrypt {
+            return Err(Refusal::Malformed);
+        }
+        let keys = match &self.state {
+            State::Ready(k) => k,
+            _ => return Err(Refusal::WrongPod),
+        };
+        if req.pod_key != keys.fingerprint {
+            return Err(Refusal::WrongPod);
+        }
+        if req.issued_at_ms.saturating_add(self.config.freshness_ms) < now {
+            return Err(Refusal::Expired);
+        }
+        if req.issued_at_ms > now.saturating_add(self.config.future_skew_ms) {
+            return Err(Refusal::FromTheFuture);
+        }
+        let (header, _) = envelope::read_header(sealed_header)
+            .ok()
+            .flatten()
+            .ok_or(Refusal::WrongDocument)?;
+        if header.kind() != Kind::SealedToPod
+            || header.room() != &req.room
+            || header.doc() != req.doc.as_slice()
+            || header.hash() != req.header_hash
+            || header.recipient() != &keys.fingerprint
+        {
+            return Err(Refusal::WrongDocument);
+        }
+        let opener = envelope::unwrap(&header, UnwrapKey::Hpke(&keys.pod))
+            .map_err(|_| Refusal::CannotDecrypt)?;
+        // The nonce is spent only by a request that got this far, so a forged request cannot burn a user's nonce.
+        let expires = req.issued_at_ms.saturating_add(self.config.freshness_ms);
+        self.replay
+            .insert(req.user, &req.nonce, expires, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => Refusal::Replayed,
+                ReplayError::Full => Refusal::Busy,
+            })?;
+        self.budgets
+            .charge(&req.user, &req.room, now)
+            .map_err(Refusal::BudgetExhausted)?;
+        let (new_header, sealer) =
+            envelope::begin(Kind::ReEncrypted, &req.room, &req.doc, &recipient)
+                .map_err(|_| Refusal::CannotDecrypt)?;
+        Ok((new_header, Transcryptor { opener, sealer }))
+    }
+
+    /// Records the parent's acknowledgement that entries up to `ack.seq` are durable.
+    pub fn audit_durable(&mut self, ack: &AuditAck) -> Result<(), PodError> {
+        match self.unacked.get(&ack.seq) {
+            Some(h) if *h == ack.hash => {}
+            _ => return Err(PodError::AuditAckMismatch),
+        }
+        // Entries are appended in order, so durability of one implies durability of those before it.
+        self.unacked = self.unacked.split_off(&ack.seq.saturating_add(1));
+        self.durable_through = Some(self.durable_through.map_or(ack.seq, |d| d.max(ack.seq)));
+        Ok(())
+    }
+
+    /// Housekeeping: forget budget buckets that have refilled.
+    pub fn prune(&mut self) {
+        let now = self.clock.now_ms();
+        self.budgets.prune(now);
+    }
+}
