@@ -195,6 +195,11 @@ pub enum PodError {
     /// Too many audit entries are waiting for acknowledgement.
     #[error("too many audit entries await acknowledgement; the audit store is not keeping up")]
     AuditBacklog,
+    /// The audit chain has not been resumed from the parent's log since the pod started.
+    #[error(
+        "the audit log has not been loaded yet (the parent must send the last stored entry first)"
+    )]
+    AuditNotResumed,
     /// An acknowledgement does not match an entry the pod wrote.
     #[error("audit acknowledgement does not match the entry written")]
     AuditAckMismatch,
@@ -242,6 +247,48 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A stable code for APIs.
+    pub fn api_code(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed_request",
+            Self::UnknownRoom => "unknown_room",
+            Self::NotMember => "not_a_member",
+            Self::BadSignature => "bad_signature",
+            Self::WrongPod => "wrong_pod_key",
+            Self::Expired => "request_expired",
+            Self::FromTheFuture => "request_from_the_future",
+            Self::Replayed => "replayed_request",
+            Self::Busy => "busy",
+            Self::WrongDocument => "wrong_document",
+            Self::CannotDecrypt => "cannot_decrypt",
+            Self::BudgetExhausted(_) => "budget_exhausted",
+        }
+    }
+
+    /// What to tell the person.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Malformed => "The request could not be read.",
+            Self::UnknownRoom => "This data room is not known to the pod.",
+            Self::NotMember => {
+                "You do not have access to this data room (access may have been revoked)."
+            }
+            Self::BadSignature => "The request is not signed by your registered key.",
+            Self::WrongPod => "The request was made for a different pod key; verify the pod again.",
+            Self::Expired => "The request is too old; check your clock and try again.",
+            Self::FromTheFuture => "The request is dated in the future; check your clock.",
+            Self::Replayed => "This request was already used; send a new one.",
+            Self::Busy => "The pod is busy; please try again shortly.",
+            Self::WrongDocument => {
+                "The document does not match the request or belongs to another room."
+            }
+            Self::CannotDecrypt => "The document cannot be decrypted by this pod.",
+            Self::BudgetExhausted(_) => {
+                "The decryption budget is spent; try again later or ask the room owner."
+            }
+        }
+    }
+
     /// The audit reason.
     pub fn code(self) -> &'static str {
         match self {
@@ -372,6 +419,7 @@ pub struct Pod {
     prev_hash: [u8; HASH_LEN],
     unacked: BTreeMap<u64, [u8; HASH_LEN]>,
     durable_through: Option<u64>,
+    audit_resumed: bool,
 }
 
 impl Pod {
@@ -390,6 +438,7 @@ impl Pod {
             prev_hash: [0; HASH_LEN],
             unacked: BTreeMap::new(),
             durable_through: None,
+            audit_resumed: false,
         }
     }
 
@@ -479,6 +528,7 @@ impl Pod {
             }
         }
         self.unacked.clear();
+        self.audit_resumed = true;
         Ok(())
     }
 
@@ -537,6 +587,9 @@ impl Pod {
         sealed_header: &[u8],
     ) -> Result<Pending, PodError> {
         self.keys()?;
+        if !self.audit_resumed {
+            return Err(PodError::AuditNotResumed);
+        }
         if self.unacked.len() >= self.config.max_pending_audit {
             return Err(PodError::AuditBacklog);
         }

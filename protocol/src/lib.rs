@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod frame;
 pub mod hpke;
 pub mod keys;
+pub mod link;
 pub mod membership;
 pub mod request;
 pub mod stream;

@@ -45,3 +45,197 @@ pub fn vectors_dir() -> PathBuf {
         .join("tests")
         .join("vectors")
 }
+
+/// A blocking stand-in for the parent's side of the enclave link, speaking the frames of `pod_protocol::link`.
+/// (The real parent is the proxy; this client is what the tests use to drive an enclave process.)
+pub mod parent {
+    use pod_protocol::frame::{self, Frame};
+    use pod_protocol::link::{self, kind};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// One connection to an enclave.
+    pub struct Link {
+        stream: UnixStream,
+        next_id: u64,
+        /// Audit entries the enclave asked to store, in order.
+        pub audit_log: Vec<Vec<u8>>,
+    }
+
+    /// A reply frame.
+    #[derive(Debug)]
+    pub struct Reply {
+        /// Message type.
+        pub kind: u64,
+        /// Body.
+        pub body: Vec<u8>,
+    }
+
+    /// What a re-encryption gave.
+    #[derive(Debug)]
+    pub enum ReEncrypted {
+        /// The user's document (prefix, header, chunks) and the receipt.
+        Released { document: Vec<u8>, receipt: Vec<u8> },
+        /// Refused with a code and a message.
+        Refused { code: String, message: String },
+        /// An error frame.
+        Error { code: String, message: String },
+    }
+
+    impl Link {
+        /// Connects, retrying for up to ten seconds while the enclave starts.
+        pub fn connect(path: &Path) -> std::io::Result<Self> {
+            let mut last = None;
+            for _ in 0..200 {
+                match UnixStream::connect(path) {
+                    Ok(stream) => {
+                        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        return Ok(Self {
+                            stream,
+                            next_id: 1,
+                            audit_log: Vec::new(),
+                        });
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| std::io::Error::other("no connection")))
+        }
+
+        /// Sends one frame.
+        pub fn send(&mut self, kind: u64, body: &[u8]) -> std::io::Result<u64> {
+            let id = self.next_id;
+            self.next_id += 1;
+            let bytes = frame::encode(&Frame {
+                request_id: id,
+                kind,
+                body,
+            })
+            .map_err(std::io::Error::other)?;
+            self.stream.write_all(&bytes)?;
+            Ok(id)
+        }
+
+        /// Reads one frame.
+        pub fn recv(&mut self) -> std::io::Result<Reply> {
+            let mut prefix = [0u8; frame::PREFIX_LEN];
+            self.stream.read_exact(&mut prefix)?;
+            let len = frame::body_len(prefix).map_err(std::io::Error::other)?;
+            let mut buf = vec![0u8; len];
+            self.stream.read_exact(&mut buf)?;
+            let f = frame::parse(&buf).map_err(std::io::Error::other)?;
+            Ok(Reply {
+                kind: f.kind,
+                body: f.body.to_vec(),
+            })
+        }
+
+        /// Sends a request and reads its reply.
+        pub fn call(&mut self, kind: u64, body: &[u8]) -> std::io::Result<Reply> {
+            self.send(kind, body)?;
+            self.recv()
+        }
+
+        /// Resumes the enclave's audit chain from the entries this link has stored.
+        pub fn resume_audit(&mut self) -> std::io::Result<Reply> {
+            let last = self.audit_log.last().cloned();
+            self.call(
+                kind::RESUME_AUDIT,
+                &link::encode_optional_bytes(last.as_deref()),
+            )
+        }
+
+        /// Asks for an attestation document.
+        pub fn attestation(&mut self, nonce: &[u8]) -> std::io::Result<Reply> {
+            self.call(kind::ATTESTATION, &link::encode_optional_bytes(Some(nonce)))
+        }
+
+        /// Loads a room.
+        pub fn sync_room(&mut self, entries: &[Vec<u8>]) -> std::io::Result<Reply> {
+            let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+            self.call(kind::SYNC_ROOM, &link::encode_bytes_list(&refs))
+        }
+
+        /// Appends a membership entry.
+        pub fn append(&mut self, entry: &[u8]) -> std::io::Result<Reply> {
+            self.call(kind::APPEND_MEMBERSHIP, entry)
+        }
+
+        /// Runs a whole re-encryption of `sealed` (prefix, header and body), storing the audit entry first.
+        pub fn re_encrypt(
+            &mut self,
+            request: &[u8],
+            sealed: &[u8],
+        ) -> std::io::Result<ReEncrypted> {
+            let (_, start) = pod_protocol::envelope::read_header(sealed)
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::other("short document"))?;
+            let header = sealed.get(..start).unwrap_or_default();
+            let reply = self.call(
+                kind::RE_ENCRYPT,
+                &link::encode_bytes_list(&[request, header]),
+            )?;
+            if reply.kind == kind::ERROR {
+                let (code, message) =
+                    link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
+                return Ok(ReEncrypted::Error {
+                    code: code.into(),
+                    message: message.into(),
+                });
+            }
+            assert_eq!(
+                reply.kind,
+                kind::AUDIT_APPEND,
+                "the enclave must ask for the audit entry first"
+            );
+            let (seq, entry) =
+                link::decode_seq_bytes(&reply.body).map_err(std::io::Error::other)?;
+            self.audit_log.push(entry.to_vec());
+            let hash = pod_protocol::keys::labeled_hash("audit", entry);
+            let reply = self.call(kind::AUDIT_ACK, &link::encode_seq_bytes(seq, &hash))?;
+            match reply.kind {
+                kind::REFUSED | kind::ERROR => {
+                    let (code, message) =
+                        link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
+                    let (code, message) = (code.to_owned(), message.to_owned());
+                    return Ok(if reply.kind == kind::REFUSED {
+                        ReEncrypted::Refused { code, message }
+                    } else {
+                        ReEncrypted::Error { code, message }
+                    });
+                }
+                kind::RELEASED => {}
+                other => return Err(std::io::Error::other(format!("unexpected reply {other}"))),
+            }
+            let parts = link::decode_bytes_n(&reply.body, 2).map_err(std::io::Error::other)?;
+            let (Some(header), Some(receipt)) = (parts.first(), parts.get(1)) else {
+                return Err(std::io::Error::other("released without header and receipt"));
+            };
+            let mut document = header.to_vec();
+            let receipt = receipt.to_vec();
+            let body = sealed.get(start..).unwrap_or_default();
+            let chunks: Vec<&[u8]> = body
+                .chunks(pod_protocol::stream::SEALED_CHUNK_SIZE)
+                .collect();
+            for (i, c) in chunks.iter().enumerate() {
+                let last = i + 1 == chunks.len();
+                let reply = self.call(if last { kind::LAST_CHUNK } else { kind::CHUNK }, c)?;
+                if reply.kind == kind::ERROR {
+                    let (code, message) =
+                        link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
+                    return Ok(ReEncrypted::Error {
+                        code: code.into(),
+                        message: message.into(),
+                    });
+                }
+                document.extend_from_slice(&reply.body);
+            }
+            Ok(ReEncrypted::Released { document, receipt })
+        }
+    }
+}

@@ -6,9 +6,14 @@
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pod_enclave::budget::{BudgetConfig, Limits};
+use pod_enclave::clock::SystemClock;
 use pod_enclave::nsm::{self, AttestationRequest, MockPcrConfig, NsmConfig};
+use pod_enclave::pod::{Pod, PodConfig};
+use pod_enclave::server;
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the pod to the parent instance over vsock (production) or a Unix socket (local mode).
+    Serve(ServeArgs),
     /// Ask the NSM for an attestation document and write it out.
     Attest(AttestArgs),
     /// Print the PCR file (JSON, PCR0..2) the mock NSM reports for an image, for `attest-verify --pcrs` and KMS
@@ -37,6 +44,57 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         image: Option<PathBuf>,
     },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    nsm: NsmArgs,
+
+    /// Where to listen: `vsock:PORT` inside a Nitro enclave, `unix:/path/to/socket` in local mode.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        default_value = "vsock:5000",
+        env = "POD_LISTEN"
+    )]
+    listen: server::Address,
+
+    /// Where the pod key comes from. `insecure-ephemeral` makes a fresh key at every start (documents sealed to
+    /// it are lost when the enclave stops): for development and tests only. Release by KMS after attestation
+    /// comes with the KMS integration.
+    #[arg(long, value_enum, value_name = "SOURCE")]
+    pod_key: PodKeySource,
+
+    /// Connections served at once.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+
+    /// Seconds a connection may stay silent, or take to send one frame.
+    #[arg(long, default_value_t = 30)]
+    frame_timeout_secs: u64,
+
+    /// Decryptions per user per room, `HOURLY/DAILY`.
+    #[arg(long, value_name = "H/D", default_value = "200/1000")]
+    budget_user_room: String,
+
+    /// Decryptions per room, `HOURLY/DAILY`.
+    #[arg(long, value_name = "H/D", default_value = "5000/50000")]
+    budget_room: String,
+
+    /// Decryptions for the whole pod, `HOURLY/DAILY`.
+    #[arg(long, value_name = "H/D", default_value = "500000/5000000")]
+    budget_global: String,
+
+    /// How old a request may be, in seconds.
+    #[arg(long, default_value_t = 300)]
+    freshness_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum PodKeySource {
+    /// A fresh random key at every start; nothing sealed to it survives a restart.
+    InsecureEphemeral,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -186,6 +244,104 @@ fn attest(args: AttestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_limits(name: &str, text: &str) -> anyhow::Result<Limits> {
+    let (h, d) = text
+        .split_once('/')
+        .with_context(|| format!("--{name} {text:?} is not HOURLY/DAILY"))?;
+    Ok(Limits {
+        hourly: h
+            .trim()
+            .parse()
+            .with_context(|| format!("--{name}: {h:?} is not a number"))?,
+        daily: d
+            .trim()
+            .parse()
+            .with_context(|| format!("--{name}: {d:?} is not a number"))?,
+    })
+}
+
+/// Process hardening that needs no privileges: no core dumps (they would hold the pod key), not ptrace-able by
+/// other processes of the same user, and key pages kept out of swap where the memory-lock limit allows it.
+fn harden() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "could not disable core dumps");
+    }
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "could not mark the process non-dumpable");
+    }
+    // MCL_FUTURE under a small RLIMIT_MEMLOCK would make later allocations fail, so lock only when the limit
+    // is unlimited or large (root in an enclave, or a service given the capability).
+    let enough = getrlimit(Resource::RLIMIT_MEMLOCK)
+        .map(|(soft, _)| soft == nix::sys::resource::RLIM_INFINITY || soft >= 1 << 30)
+        .unwrap_or(false);
+    if enough {
+        use nix::sys::mman::{MlockAllFlags, mlockall};
+        match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+            Ok(()) => tracing::info!("memory locked"),
+            Err(e) => tracing::warn!(error = %e, "could not lock memory"),
+        }
+    } else {
+        tracing::warn!(
+            "RLIMIT_MEMLOCK is small: memory is not locked (keys could reach swap if the host swaps)"
+        );
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    harden();
+    let nsm = nsm::open(&nsm_config(&args.nsm)?)?;
+    let config = PodConfig {
+        freshness_ms: args.freshness_secs.saturating_mul(1000),
+        budgets: BudgetConfig {
+            per_user_room: parse_limits("budget-user-room", &args.budget_user_room)?,
+            per_room: parse_limits("budget-room", &args.budget_room)?,
+            global: parse_limits("budget-global", &args.budget_global)?,
+        },
+        ..PodConfig::default()
+    };
+    let mut pod = Pod::new(config, Arc::new(SystemClock), nsm.clone());
+    match args.pod_key {
+        PodKeySource::InsecureEphemeral => {
+            tracing::warn!(
+                "using an ephemeral pod key: documents sealed to it cannot be opened after a restart"
+            );
+            pod.unseal(pod_protocol::hpke::PrivateKey::generate()?)?;
+        }
+    }
+    let health = pod.health();
+    let limits = server::ServerLimits {
+        max_connections: args.max_connections,
+        frame_timeout: std::time::Duration::from_secs(args.frame_timeout_secs),
+        ..server::ServerLimits::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = server::Listener::bind(&args.listen)
+            .with_context(|| format!("binding {}", args.listen))?;
+        eprintln!(
+            "pod-enclave: serving on {} (nsm: {}, pod key fingerprint: {})",
+            args.listen,
+            nsm.kind(),
+            health.pod_key_fingerprint.map(hex::encode).unwrap_or_default()
+        );
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+            }
+            tracing::info!("shutdown requested");
+        };
+        server::run(listener, Arc::new(Mutex::new(pod)), limits, shutdown).await;
+        anyhow::Ok(())
+    })?;
+    eprintln!("pod-enclave: stopped; keys dropped");
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -196,6 +352,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Attest(args) => attest(args),
+        Command::Serve(args) => serve(args),
         Command::MockPcrs { image } => {
             let path = image_path(image)?;
             let bytes =

@@ -1,0 +1,519 @@
+//! The enclave's server: frames in, frames out, over vsock in production or a Unix socket in local mode.
+//!
+//! This is the only part of the enclave that does I/O. It holds no policy: every decision is the [`Pod`]'s. What
+//! it adds is the shape of a hostile peer's worst case: a cap on connections, a deadline on every frame, frame
+//! sizes checked before allocation, and no release before the audit acknowledgement (enforced by the pod's types).
+
+use crate::pod::{AuditAck, Outcome, Pod, PodError, Status};
+use pod_cbor::Encoder;
+use pod_protocol::frame::{self, Frame, PREFIX_LEN};
+use pod_protocol::link::{self, kind};
+use std::future::Future;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Where the enclave listens: chosen at run time, never by `#[cfg]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// A Unix socket (local mode).
+    Unix(PathBuf),
+    /// A vsock port; `cid` is normally `VMADDR_CID_ANY` inside an enclave.
+    Vsock {
+        /// Context id to bind.
+        cid: u32,
+        /// Port.
+        port: u32,
+    },
+}
+
+impl FromStr for Address {
+    type Err = String;
+
+    /// `unix:/path/to/socket`, `vsock:PORT` (any CID) or `vsock:CID:PORT`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("vsock:") {
+            let parse = |v: &str| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("{v:?} is not a number"))
+            };
+            return match rest.split_once(':') {
+                Some((cid, port)) => Ok(Self::Vsock {
+                    cid: parse(cid)?,
+                    port: parse(port)?,
+                }),
+                None => Ok(Self::Vsock {
+                    cid: tokio_vsock::VMADDR_CID_ANY,
+                    port: parse(rest)?,
+                }),
+            };
+        }
+        Err(format!(
+            "{s:?} is not an address: use unix:/path/to/socket or vsock:PORT (or vsock:CID:PORT)"
+        ))
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+        }
+    }
+}
+
+/// A bound listener of either kind.
+pub enum Listener {
+    /// Unix socket.
+    Unix(tokio::net::UnixListener),
+    /// vsock.
+    Vsock(tokio_vsock::VsockListener),
+}
+
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+impl Listener {
+    /// Binds `address`. A stale Unix socket file from an earlier run is removed first.
+    pub fn bind(address: &Address) -> std::io::Result<Self> {
+        match address {
+            Address::Unix(path) => {
+                if path.exists() {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(Self::Unix(tokio::net::UnixListener::bind(path)?))
+            }
+            Address::Vsock { cid, port } => Ok(Self::Vsock(tokio_vsock::VsockListener::bind(
+                tokio_vsock::VsockAddr::new(*cid, *port),
+            )?)),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<Box<dyn Connection>> {
+        Ok(match self {
+            Self::Unix(l) => Box::new(l.accept().await?.0),
+            Self::Vsock(l) => Box::new(l.accept().await?.0),
+        })
+    }
+}
+
+/// Limits on what a peer can make the server hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// How long a connection may stay silent between requests, and how long one frame may take to arrive.
+    pub frame_timeout: Duration,
+    /// How long the parent has to acknowledge an audit entry before the request is abandoned (nothing released).
+    pub audit_ack_timeout: Duration,
+    /// On shutdown, how long running requests may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            frame_timeout: Duration::from_secs(30),
+            audit_ack_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+fn lock(pod: &Mutex<Pod>) -> MutexGuard<'_, Pod> {
+    // A panic while holding the lock cannot leave the pod half-updated in a way that matters more than the
+    // panic itself; keep serving rather than poisoning every later request.
+    pod.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves until `shutdown` completes, then stops accepting and gives running connections
+/// [`ServerLimits::shutdown_grace`] to finish.
+pub async fn run(
+    listener: Listener,
+    pod: Arc<Mutex<Pod>>,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut tasks = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let conn = tokio::select! {
+            _ = &mut shutdown => break,
+            c = listener.accept() => c,
+        };
+        match conn {
+            Ok(conn) => {
+                let pod = pod.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = serve_connection(conn, pod, limits).await {
+                        tracing::debug!(error = %e, "connection closed");
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Reap finished connections so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+    tracing::info!(running = tasks.len(), "shutting down");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame: {0}")]
+    Frame(#[from] pod_protocol::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+}
+
+struct OwnedFrame {
+    request_id: u64,
+    kind: u64,
+    body: Vec<u8>,
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<OwnedFrame>, ConnError> {
+    let mut prefix = [0u8; PREFIX_LEN];
+    match r.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    // Checked before the buffer is allocated.
+    let len = frame::body_len(prefix)?;
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    let f = frame::parse(&buf)?;
+    Ok(Some(OwnedFrame {
+        request_id: f.request_id,
+        kind: f.kind,
+        body: f.body.to_vec(),
+    }))
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    request_id: u64,
+    kind: u64,
+    body: &[u8],
+) -> Result<(), ConnError> {
+    let bytes = frame::encode(&Frame {
+        request_id,
+        kind,
+        body,
+    })?;
+    w.write_all(&bytes).await?;
+    Ok(())
+}
+
+async fn timed<T>(
+    d: Duration,
+    f: impl Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    tokio::time::timeout(d, f)
+        .await
+        .map_err(|_| ConnError::Timeout)?
+}
+
+fn health_body(pod: &Pod) -> Vec<u8> {
+    let h = pod.health();
+    let mut e = Encoder::new();
+    e.array(6).text(match h.status {
+        Status::Sealed => "sealed",
+        Status::Ready => "ready",
+        Status::Failed => "failed",
+    });
+    match h.pod_key_fingerprint {
+        Some(f) => e.bytes(&f),
+        None => e.null(),
+    };
+    e.u64(h.audit_next_seq)
+        .u64(h.rooms as u64)
+        .bytes(&h.config_hash);
+    match &h.failure {
+        Some(f) => e.text(f),
+        None => e.null(),
+    };
+    e.into_bytes()
+}
+
+fn error_body(e: &PodError) -> Vec<u8> {
+    let code = match e {
+        PodError::Sealed => "sealed",
+        PodError::Failed(_) => "failed",
+        PodError::Rollback { .. } => "membership_rollback",
+        PodError::Membership(_) => "membership_refused",
+        PodError::UnknownRoom => "unknown_room",
+        PodError::AuditBacklog => "audit_backlog",
+        _ => "error",
+    };
+    link::encode_code_message(code, &e.to_string())
+}
+
+async fn serve_connection(
+    conn: Box<dyn Connection>,
+    pod: Arc<Mutex<Pod>>,
+    limits: ServerLimits,
+) -> Result<(), ConnError> {
+    let (mut r, mut w) = tokio::io::split(conn);
+    loop {
+        let Some(f) = timed(limits.frame_timeout, read_frame(&mut r))
+            .await
+            .or_else(|e| match e {
+                // A connection idle past the deadline is simply closed.
+                ConnError::Timeout => Ok(None),
+                other => Err(other),
+            })?
+        else {
+            return Ok(());
+        };
+        let id = f.request_id;
+        match f.kind {
+            kind::HEALTH => {
+                let body = health_body(&lock(&pod));
+                write_frame(&mut w, id, kind::HEALTH_REPORT, &body).await?;
+            }
+            kind::ATTESTATION => {
+                let nonce = link::decode_optional_bytes(&f.body)?.map(<[u8]>::to_vec);
+                let result = lock(&pod).attestation(nonce);
+                match result {
+                    Ok(doc) => write_frame(&mut w, id, kind::DOCUMENT, &doc).await?,
+                    Err(e) => write_frame(&mut w, id, kind::ERROR, &error_body(&e)).await?,
+                }
+            }
+            kind::SYNC_ROOM => {
+                let entries: Vec<Vec<u8>> =
+                    link::decode_bytes_list(&f.body, link::MAX_SYNC_ENTRIES)?
+                        .into_iter()
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                let result = {
+                    let mut p = lock(&pod);
+                    p.sync_room(&entries).map(|room| (room, p.room_head(&room)))
+                };
+                reply_room(&mut w, id, result).await?;
+            }
+            kind::APPEND_MEMBERSHIP => {
+                let result = {
+                    let mut p = lock(&pod);
+                    p.append_membership(&f.body)
+                        .map(|room| (room, p.room_head(&room)))
+                };
+                reply_room(&mut w, id, result).await?;
+            }
+            kind::RESUME_AUDIT => {
+                let last = link::decode_optional_bytes(&f.body)?;
+                let result = lock(&pod).resume_audit(last);
+                match result {
+                    Ok(()) => write_frame(&mut w, id, kind::OK, &[]).await?,
+                    Err(e) => write_frame(&mut w, id, kind::ERROR, &error_body(&e)).await?,
+                }
+            }
+            kind::RE_ENCRYPT => re_encrypt(&mut r, &mut w, id, &f.body, &pod, limits).await?,
+            _ => {
+                write_frame(
+                    &mut w,
+                    id,
+                    kind::ERROR,
+                    &link::encode_code_message(
+                        "unexpected_message",
+                        "this message is not valid here",
+                    ),
+                )
+                .await?;
+                return Err(ConnError::Protocol("unexpected message"));
+            }
+        }
+    }
+}
+
+/// A room id with its head (sequence number and hash), if the room is known.
+type RoomReply = ([u8; 32], Option<(u64, [u8; 32])>);
+
+async fn reply_room<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    id: u64,
+    result: Result<RoomReply, PodError>,
+) -> Result<(), ConnError> {
+    match result {
+        Ok((room, Some((seq, head)))) => {
+            let mut e = Encoder::new();
+            e.array(3).bytes(&room).u64(seq).bytes(&head);
+            write_frame(w, id, kind::ROOM_HEAD, e.as_bytes()).await
+        }
+        Ok((_, None)) => {
+            write_frame(
+                w,
+                id,
+                kind::ERROR,
+                &link::encode_code_message("error", "room vanished"),
+            )
+            .await
+        }
+        Err(e) => write_frame(w, id, kind::ERROR, &error_body(&e)).await,
+    }
+}
+
+async fn re_encrypt<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    id: u64,
+    body: &[u8],
+    pod: &Mutex<Pod>,
+    limits: ServerLimits,
+) -> Result<(), ConnError> {
+    let parts = link::decode_bytes_n(body, 2)?;
+    let (Some(request), Some(header)) = (parts.first(), parts.get(1)) else {
+        return Err(ConnError::Protocol(
+            "re-encrypt needs a request and a header",
+        ));
+    };
+    let decided = lock(pod).re_encrypt(request, header);
+    let pending = match decided {
+        Ok(p) => p,
+        Err(e) => return write_frame(w, id, kind::ERROR, &error_body(&e)).await,
+    };
+    write_frame(
+        w,
+        id,
+        kind::AUDIT_APPEND,
+        &link::encode_seq_bytes(pending.seq(), pending.audit_entry()),
+    )
+    .await?;
+
+    // Nothing more leaves until the parent says the entry is durable. On timeout the request is dropped: its
+    // entry may or may not be stored, but no content or key was released, which is the side that matters.
+    let ack = timed(limits.audit_ack_timeout, read_frame(r))
+        .await?
+        .ok_or(ConnError::Protocol(
+            "connection closed before the audit acknowledgement",
+        ))?;
+    if ack.kind != kind::AUDIT_ACK {
+        return Err(ConnError::Protocol("expected an audit acknowledgement"));
+    }
+    let (seq, hash) = link::decode_seq_bytes(&ack.body)?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| ConnError::Protocol("audit hash must be 32 bytes"))?;
+    let outcome = {
+        let mut p = lock(pod);
+        p.audit_durable(&AuditAck { seq, hash })
+            .and_then(|()| pending.release(&p))
+    };
+    let mut release = match outcome {
+        Err(e) => return write_frame(w, id, kind::ERROR, &error_body(&e)).await,
+        Ok(Outcome::Refused(refusal)) => {
+            return write_frame(
+                w,
+                id,
+                kind::REFUSED,
+                &link::encode_code_message(refusal.api_code(), refusal.message()),
+            )
+            .await;
+        }
+        Ok(Outcome::Released(release)) => release,
+    };
+    write_frame(
+        w,
+        id,
+        kind::RELEASED,
+        &link::encode_bytes_list(&[&release.header, &release.receipt]),
+    )
+    .await?;
+
+    // Stream: one stored chunk in, one re-encrypted chunk out, never more than one chunk held.
+    loop {
+        let f = timed(limits.frame_timeout, read_frame(r))
+            .await?
+            .ok_or(ConnError::Protocol("connection closed mid-stream"))?;
+        let last = match f.kind {
+            kind::CHUNK => false,
+            kind::LAST_CHUNK => true,
+            _ => return Err(ConnError::Protocol("expected a chunk")),
+        };
+        let mut chunk = f.body;
+        if let Err(e) = release.transcryptor.process(&mut chunk, last) {
+            tracing::warn!(error = %e, "stored document failed to decrypt mid-stream");
+            return write_frame(
+                w,
+                id,
+                kind::ERROR,
+                &link::encode_code_message(
+                    "stream_corrupt",
+                    "the stored document is truncated, reordered or damaged",
+                ),
+            )
+            .await;
+        }
+        write_frame(
+            w,
+            id,
+            if last { kind::LAST_CHUNK } else { kind::CHUNK },
+            &chunk,
+        )
+        .await?;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_print() {
+        assert_eq!(
+            "unix:/tmp/pod.sock".parse::<Address>().unwrap(),
+            Address::Unix("/tmp/pod.sock".into())
+        );
+        assert_eq!(
+            "vsock:5000".parse::<Address>().unwrap(),
+            Address::Vsock {
+                cid: tokio_vsock::VMADDR_CID_ANY,
+                port: 5000
+            }
+        );
+        assert_eq!(
+            "vsock:16:5000".parse::<Address>().unwrap().to_string(),
+            "vsock:16:5000"
+        );
+        assert!("tcp:1".parse::<Address>().is_err());
+        assert!("vsock:x".parse::<Address>().is_err());
+        assert!("unix:".parse::<Address>().is_err());
+    }
+}
