@@ -13,12 +13,15 @@ use std::process::{Command, Output};
 #[allow(clippy::panic, clippy::expect_used)]
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binaries live in target/<profile>/deps");
-    let path = dir.join(name);
+    // Test binaries live in target/<profile>/deps, tools in target/<profile>: look beside the executable, then
+    // one level up.
+    let here = exe.parent().expect("an executable has a directory");
+    let path = [Some(here), here.parent()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| here.join(name));
     if !path.exists() {
         panic!(
             "{} is not built; run the suite with `cargo test --workspace` (or `cargo build --bins` first)",
@@ -166,7 +169,7 @@ pub mod parent {
             self.call(kind::APPEND_MEMBERSHIP, entry)
         }
 
-        /// Runs a whole re-encryption of `sealed` (prefix, header and body), storing the audit entry first.
+        /// Runs a whole re-encryption of `sealed` (prefix, header and body held in memory).
         pub fn re_encrypt(
             &mut self,
             request: &[u8],
@@ -176,6 +179,41 @@ pub mod parent {
                 .map_err(std::io::Error::other)?
                 .ok_or_else(|| std::io::Error::other("short document"))?;
             let header = sealed.get(..start).unwrap_or_default();
+            let body = sealed.get(start..).unwrap_or_default();
+            let chunks: Vec<&[u8]> = body
+                .chunks(pod_protocol::stream::SEALED_CHUNK_SIZE)
+                .collect();
+            let count = chunks.len();
+            let mut it = chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (c.to_vec(), i + 1 == count));
+            let mut pieces: Vec<Vec<u8>> = Vec::new();
+            let outcome = self.re_encrypt_stream(
+                request,
+                header,
+                || it.next(),
+                |piece| pieces.push(piece.to_vec()),
+            )?;
+            Ok(match outcome {
+                ReEncrypted::Released { receipt, .. } => ReEncrypted::Released {
+                    document: pieces.concat(),
+                    receipt,
+                },
+                other => other,
+            })
+        }
+
+        /// Runs a re-encryption chunk by chunk: `next_chunk` yields stored chunks with their last flag; `output`
+        /// receives the re-encrypted document's prefix and header first, then each re-encrypted chunk. On success
+        /// `document` holds only the prefix and header.
+        pub fn re_encrypt_stream(
+            &mut self,
+            request: &[u8],
+            header: &[u8],
+            mut next_chunk: impl FnMut() -> Option<(Vec<u8>, bool)>,
+            mut output: impl FnMut(&[u8]),
+        ) -> std::io::Result<ReEncrypted> {
             let reply = self.call(
                 kind::RE_ENCRYPT,
                 &link::encode_bytes_list(&[request, header]),
@@ -188,11 +226,11 @@ pub mod parent {
                     message: message.into(),
                 });
             }
-            assert_eq!(
-                reply.kind,
-                kind::AUDIT_APPEND,
-                "the enclave must ask for the audit entry first"
-            );
+            if reply.kind != kind::AUDIT_APPEND {
+                return Err(std::io::Error::other(
+                    "the enclave must ask for the audit entry first",
+                ));
+            }
             let (seq, entry) =
                 link::decode_seq_bytes(&reply.body).map_err(std::io::Error::other)?;
             self.audit_log.push(entry.to_vec());
@@ -216,15 +254,11 @@ pub mod parent {
             let (Some(header), Some(receipt)) = (parts.first(), parts.get(1)) else {
                 return Err(std::io::Error::other("released without header and receipt"));
             };
-            let mut document = header.to_vec();
+            let document = header.to_vec();
             let receipt = receipt.to_vec();
-            let body = sealed.get(start..).unwrap_or_default();
-            let chunks: Vec<&[u8]> = body
-                .chunks(pod_protocol::stream::SEALED_CHUNK_SIZE)
-                .collect();
-            for (i, c) in chunks.iter().enumerate() {
-                let last = i + 1 == chunks.len();
-                let reply = self.call(if last { kind::LAST_CHUNK } else { kind::CHUNK }, c)?;
+            output(&document);
+            while let Some((chunk, last)) = next_chunk() {
+                let reply = self.call(if last { kind::LAST_CHUNK } else { kind::CHUNK }, &chunk)?;
                 if reply.kind == kind::ERROR {
                     let (code, message) =
                         link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
@@ -233,7 +267,10 @@ pub mod parent {
                         message: message.into(),
                     });
                 }
-                document.extend_from_slice(&reply.body);
+                output(&reply.body);
+                if last {
+                    break;
+                }
             }
             Ok(ReEncrypted::Released { document, receipt })
         }
