@@ -6,7 +6,12 @@
 //! ECDSA signature and make two ECDSA signatures (audit entry and receipt). The ratio pod / floor is the overhead
 //! of everything else: parsing, membership and replay checks, budgets, hashing, bookkeeping.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pod_enclave::budget::{BudgetConfig, Limits};

@@ -5,7 +5,12 @@
 //! `protocol/tests/spec_vectors.rs` (Rust) and `protocol/tests/spec_vectors.py` (Python, independent). Running this
 //! again makes new random values; the tests accept any correct set.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeySize, PrivateDecryptingKey};
