@@ -15,7 +15,7 @@
 //! (the chain breaks) and, given a checkpoint or receipt newer than the log's end, a truncated tail.
 
 use crate::Error;
-use crate::keys::{HASH_LEN, SIGNATURE_LEN, SigningKey, VerifyingKey, labeled_hash};
+use crate::keys::{HASH_LEN, SigningKey, VerifyingKey, decode_signed, encode_signed, labeled_hash};
 use pod_cbor::{Decoder, Encoder, Len};
 
 /// Largest encoded signed entry.
@@ -123,31 +123,8 @@ impl Entry {
     }
 }
 
-/// `[payload: bstr, signature: bstr64]`, the shape of every signed audit structure.
 fn sign_pair(key: &SigningKey, context: &str, payload: &[u8]) -> Result<Vec<u8>, Error> {
-    let sig = key.sign(context, payload)?;
-    let mut e = Encoder::new();
-    e.array(2).bytes(payload).bytes(&sig);
-    Ok(e.into_bytes())
-}
-
-fn open_pair(bytes: &[u8], max: usize) -> Result<(&[u8], [u8; SIGNATURE_LEN]), Error> {
-    if bytes.len() > max {
-        return Err(Error::Malformed("signed structure too large"));
-    }
-    let mut d = Decoder::new(bytes);
-    if d.array()? != Len::Definite(2) {
-        return Err(Error::Malformed(
-            "a signed structure is [payload, signature]",
-        ));
-    }
-    let payload = d.bytes()?;
-    let sig = d
-        .bytes()?
-        .try_into()
-        .map_err(|_| Error::Malformed("signature must be 64 bytes"))?;
-    d.finish()?;
-    Ok((payload, sig))
+    Ok(encode_signed(payload, &key.sign(context, payload)?))
 }
 
 /// A signed audit entry.
@@ -169,7 +146,7 @@ impl SignedEntry {
 
     /// Parses and checks the signature.
     pub fn parse_verified(bytes: &[u8], key: &VerifyingKey) -> Result<Self, Error> {
-        let (payload, sig) = open_pair(bytes, MAX_ENTRY_LEN)?;
+        let (payload, sig) = decode_signed(bytes, MAX_ENTRY_LEN)?;
         key.verify("audit", payload, &sig)?;
         Ok(Self {
             entry: Entry::parse(payload)?,
@@ -216,7 +193,7 @@ impl Checkpoint {
 
     /// Parses a signed checkpoint and checks its signature.
     pub fn parse_verified(bytes: &[u8], key: &VerifyingKey) -> Result<Self, Error> {
-        let (payload, sig) = open_pair(bytes, 256)?;
+        let (payload, sig) = decode_signed(bytes, 256)?;
         key.verify("checkpoint", payload, &sig)?;
         let mut d = Decoder::new(payload);
         if d.array()? != Len::Definite(4) || d.u64()? != 1 {
@@ -261,7 +238,7 @@ impl Receipt {
 
     /// Parses a signed receipt and checks its signature.
     pub fn parse_verified(bytes: &[u8], key: &VerifyingKey) -> Result<Self, Error> {
-        let (payload, sig) = open_pair(bytes, 256)?;
+        let (payload, sig) = decode_signed(bytes, 256)?;
         key.verify("receipt", payload, &sig)?;
         let mut d = Decoder::new(payload);
         if d.array()? != Len::Definite(5) || d.u64()? != 1 {

@@ -56,6 +56,36 @@ fn signing_input(context: &str, message: &[u8]) -> Vec<u8> {
     .concat()
 }
 
+/// Encodes `[payload: bstr, signature: bstr64]`, the shape of every signed structure in the protocol.
+pub(crate) fn encode_signed(payload: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.array(2).bytes(payload).bytes(signature);
+    e.into_bytes()
+}
+
+/// Splits `[payload: bstr, signature: bstr64]` of at most `max` bytes (the signature is not checked here).
+pub(crate) fn decode_signed(
+    bytes: &[u8],
+    max: usize,
+) -> Result<(&[u8], [u8; SIGNATURE_LEN]), Error> {
+    if bytes.len() > max {
+        return Err(Error::Malformed("signed structure too large"));
+    }
+    let mut d = Decoder::new(bytes);
+    if d.array()? != Len::Definite(2) {
+        return Err(Error::Malformed(
+            "a signed structure is [payload, signature]",
+        ));
+    }
+    let payload = d.bytes()?;
+    let signature = d
+        .bytes()?
+        .try_into()
+        .map_err(|_| Error::Malformed("signature must be 64 bytes"))?;
+    d.finish()?;
+    Ok((payload, signature))
+}
+
 /// An ECDSA P-256 public key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyingKey {

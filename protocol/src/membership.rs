@@ -15,7 +15,9 @@
 //! go backwards, so the log can only grow at its head.
 
 use crate::Error;
-use crate::keys::{HASH_LEN, SIGNATURE_LEN, SigningKey, UserKeyBundle, labeled_hash};
+use crate::keys::{
+    HASH_LEN, SIGNATURE_LEN, SigningKey, UserKeyBundle, decode_signed, encode_signed, labeled_hash,
+};
 use pod_cbor::{Decoder, Encoder, Len};
 use std::collections::BTreeMap;
 
@@ -130,31 +132,18 @@ impl SignedEntry {
     pub fn sign(entry: Entry, key: &SigningKey) -> Result<Self, Error> {
         let entry_bytes = entry.encode();
         let signature = key.sign("membership", &entry_bytes)?;
-        let mut e = Encoder::new();
-        e.array(2).bytes(&entry_bytes).bytes(&signature);
+        let bytes = encode_signed(&entry_bytes, &signature);
         Ok(Self {
             entry,
             entry_bytes,
             signature,
-            bytes: e.into_bytes(),
+            bytes,
         })
     }
 
     /// Parses a signed entry (the signature is checked when it is applied to a room).
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_ENTRY_LEN {
-            return Err(Error::Malformed("membership entry too large"));
-        }
-        let mut d = Decoder::new(bytes);
-        if d.array()? != Len::Definite(2) {
-            return Err(Error::Malformed("a signed entry is [entry, signature]"));
-        }
-        let entry_bytes = d.bytes()?;
-        let signature = d
-            .bytes()?
-            .try_into()
-            .map_err(|_| Error::Malformed("signature must be 64 bytes"))?;
-        d.finish()?;
+        let (entry_bytes, signature) = decode_signed(bytes, MAX_ENTRY_LEN)?;
         Ok(Self {
             entry: Entry::parse(entry_bytes)?,
             entry_bytes: entry_bytes.to_vec(),

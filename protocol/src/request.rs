@@ -11,7 +11,9 @@
 //! request cannot be redirected to another document or another pod; the nonce and time let the pod refuse
 //! replays; the signature is by the user's registered signing key.
 
-use crate::keys::{HASH_LEN, SIGNATURE_LEN, SigningKey, VerifyingKey, labeled_hash};
+use crate::keys::{
+    HASH_LEN, SIGNATURE_LEN, SigningKey, VerifyingKey, decode_signed, encode_signed, labeled_hash,
+};
 use crate::{Error, envelope};
 use pod_cbor::{Decoder, Encoder, Len};
 
@@ -122,31 +124,18 @@ impl SignedRequest {
     pub fn sign(request: Request, key: &SigningKey) -> Result<Self, Error> {
         let request_bytes = request.encode();
         let signature = key.sign("request", &request_bytes)?;
-        let mut e = Encoder::new();
-        e.array(2).bytes(&request_bytes).bytes(&signature);
+        let bytes = encode_signed(&request_bytes, &signature);
         Ok(Self {
             request,
             request_bytes,
             signature,
-            bytes: e.into_bytes(),
+            bytes,
         })
     }
 
     /// Parses a signed request (without checking the signature).
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_SIGNED_REQUEST_LEN {
-            return Err(Error::Malformed("signed request too large"));
-        }
-        let mut d = Decoder::new(bytes);
-        if d.array()? != Len::Definite(2) {
-            return Err(Error::Malformed("a signed request is [request, signature]"));
-        }
-        let request_bytes = d.bytes()?;
-        let signature: [u8; SIGNATURE_LEN] = d
-            .bytes()?
-            .try_into()
-            .map_err(|_| Error::Malformed("signature must be 64 bytes"))?;
-        d.finish()?;
+        let (request_bytes, signature) = decode_signed(bytes, MAX_SIGNED_REQUEST_LEN)?;
         Ok(Self {
             request: Request::parse(request_bytes)?,
             request_bytes: request_bytes.to_vec(),

@@ -87,6 +87,18 @@ pub mod parent {
         Error { code: String, message: String },
     }
 
+    /// A refusal or error frame as a [`ReEncrypted`].
+    fn failure(reply: &Reply) -> std::io::Result<ReEncrypted> {
+        let (code, message) =
+            link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
+        let (code, message) = (code.to_owned(), message.to_owned());
+        Ok(if reply.kind == kind::REFUSED {
+            ReEncrypted::Refused { code, message }
+        } else {
+            ReEncrypted::Error { code, message }
+        })
+    }
+
     impl Link {
         /// Connects, retrying for up to ten seconds while the enclave starts.
         pub fn connect(path: &Path) -> std::io::Result<Self> {
@@ -219,12 +231,7 @@ pub mod parent {
                 &link::encode_bytes_list(&[request, header]),
             )?;
             if reply.kind == kind::ERROR {
-                let (code, message) =
-                    link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
-                return Ok(ReEncrypted::Error {
-                    code: code.into(),
-                    message: message.into(),
-                });
+                return failure(&reply);
             }
             if reply.kind != kind::AUDIT_APPEND {
                 return Err(std::io::Error::other(
@@ -237,16 +244,7 @@ pub mod parent {
             let hash = pod_protocol::keys::labeled_hash("audit", entry);
             let reply = self.call(kind::AUDIT_ACK, &link::encode_seq_bytes(seq, &hash))?;
             match reply.kind {
-                kind::REFUSED | kind::ERROR => {
-                    let (code, message) =
-                        link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
-                    let (code, message) = (code.to_owned(), message.to_owned());
-                    return Ok(if reply.kind == kind::REFUSED {
-                        ReEncrypted::Refused { code, message }
-                    } else {
-                        ReEncrypted::Error { code, message }
-                    });
-                }
+                kind::REFUSED | kind::ERROR => return failure(&reply),
                 kind::RELEASED => {}
                 other => return Err(std::io::Error::other(format!("unexpected reply {other}"))),
             }
@@ -260,12 +258,7 @@ pub mod parent {
             while let Some((chunk, last)) = next_chunk() {
                 let reply = self.call(if last { kind::LAST_CHUNK } else { kind::CHUNK }, &chunk)?;
                 if reply.kind == kind::ERROR {
-                    let (code, message) =
-                        link::decode_code_message(&reply.body).map_err(std::io::Error::other)?;
-                    return Ok(ReEncrypted::Error {
-                        code: code.into(),
-                        message: message.into(),
-                    });
+                    return failure(&reply);
                 }
                 output(&reply.body);
                 if last {
@@ -274,5 +267,111 @@ pub mod parent {
             }
             Ok(ReEncrypted::Released { document, receipt })
         }
+    }
+}
+
+/// Rooms, users and requests as the tests and tools need them.
+pub mod fixtures {
+    use pod_protocol::envelope::Header;
+    use pod_protocol::hpke;
+    use pod_protocol::keys::{UserSecrets, fingerprint};
+    use pod_protocol::membership::{Action, Room, SignedEntry, genesis_entry};
+    use pod_protocol::request::{Operation, Request, SignedRequest};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Milliseconds since the epoch, from the system clock.
+    pub fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+
+    /// A room with its owner and one member.
+    pub struct RoomFixture {
+        /// The owner.
+        pub owner: UserSecrets,
+        /// The member.
+        pub member: UserSecrets,
+        /// The membership log: genesis and the grant.
+        pub log: Vec<SignedEntry>,
+    }
+
+    impl RoomFixture {
+        /// A new room owned by a new user, with a second new user granted.
+        pub fn new() -> Result<Self, pod_protocol::Error> {
+            let owner = UserSecrets::generate()?;
+            let member = UserSecrets::generate()?;
+            let genesis =
+                SignedEntry::sign(genesis_entry(&owner.bundle, now_ms()), &owner.signing)?;
+            let room = Room::genesis(&genesis)?;
+            let grant = SignedEntry::sign(
+                room.next_entry(
+                    Action::Grant,
+                    member.bundle.as_bytes().to_vec(),
+                    now_ms(),
+                    *owner.bundle.id(),
+                ),
+                &owner.signing,
+            )?;
+            Ok(Self {
+                owner,
+                member,
+                log: vec![genesis, grant],
+            })
+        }
+
+        /// The room as of the log's head.
+        pub fn room(&self) -> Result<Room, pod_protocol::Error> {
+            Room::replay(&self.log)
+        }
+
+        /// The room id.
+        pub fn id(&self) -> [u8; 32] {
+            self.log.first().map(SignedEntry::hash).unwrap_or_default()
+        }
+
+        /// The log as bytes, for a sync.
+        pub fn log_bytes(&self) -> Vec<Vec<u8>> {
+            self.log.iter().map(|e| e.as_bytes().to_vec()).collect()
+        }
+
+        /// The owner signs the next entry (which is appended to the fixture's log) and returns it.
+        pub fn owner_signs(
+            &mut self,
+            action: Action,
+            subject: Vec<u8>,
+        ) -> Result<SignedEntry, pod_protocol::Error> {
+            let entry = self
+                .room()?
+                .next_entry(action, subject, now_ms(), *self.owner.bundle.id());
+            let signed = SignedEntry::sign(entry, &self.owner.signing)?;
+            self.log.push(signed.clone());
+            Ok(signed)
+        }
+    }
+
+    /// A fresh re-encrypt request by `user` for the document with `header`, made now, for `pod`.
+    pub fn request(
+        user: &UserSecrets,
+        room: &[u8; 32],
+        header: &Header,
+        pod: &hpke::PublicKey,
+    ) -> Result<SignedRequest, pod_protocol::Error> {
+        let mut nonce = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| pod_protocol::Error::Crypto)?;
+        SignedRequest::sign(
+            Request {
+                op: Operation::ReEncrypt,
+                room: *room,
+                doc: header.doc().to_vec(),
+                header_hash: header.hash(),
+                user: *user.bundle.id(),
+                nonce,
+                issued_at_ms: now_ms(),
+                pod_key: fingerprint(&pod.to_spki_der()),
+            },
+            &user.signing,
+        )
     }
 }

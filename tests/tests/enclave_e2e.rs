@@ -11,14 +11,13 @@
 
 use attestation_verifier::{ExpectedPcrs, Policy, UnixTime, Verifier};
 use pod_protocol::envelope::{self, Kind, UnwrapKey};
-use pod_protocol::keys::{EncryptionKey, UserSecrets, VerifyingKey, fingerprint};
+use pod_protocol::keys::{EncryptionKey, UserSecrets, VerifyingKey};
 use pod_protocol::link::kind;
-use pod_protocol::membership::{Action, Room, SignedEntry, genesis_entry};
-use pod_protocol::request::{Operation, Request, SignedRequest};
+use pod_protocol::membership::Action;
 use pod_protocol::{audit, hpke, stream};
+use pod_tests::fixtures::{self, RoomFixture, now_ms};
 use pod_tests::parent::{Link, ReEncrypted};
 use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Enclave {
     child: Child,
@@ -73,13 +72,6 @@ impl Drop for Enclave {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
 /// What a client does before trusting the pod: verify the attestation with a fresh nonce against the mock root
 /// and the PCRs of the enclave binary, and take the pod key and receipt key from it.
 fn verify_pod(enclave: &Enclave, link: &mut Link) -> (hpke::PublicKey, VerifyingKey) {
@@ -116,24 +108,10 @@ fn verify_pod(enclave: &Enclave, link: &mut Link) -> (hpke::PublicKey, Verifying
 
 fn request(user: &UserSecrets, room: &[u8; 32], sealed: &[u8], pod: &hpke::PublicKey) -> Vec<u8> {
     let (header, _) = envelope::read_header(sealed).unwrap().unwrap();
-    let mut nonce = vec![0u8; 16];
-    aws_lc_rs::rand::fill(&mut nonce).unwrap();
-    SignedRequest::sign(
-        Request {
-            op: Operation::ReEncrypt,
-            room: *room,
-            doc: header.doc().to_vec(),
-            header_hash: header.hash(),
-            user: *user.bundle.id(),
-            nonce,
-            issued_at_ms: now_ms(),
-            pod_key: fingerprint(&pod.to_spki_der()),
-        },
-        &user.signing,
-    )
-    .unwrap()
-    .as_bytes()
-    .to_vec()
+    fixtures::request(user, room, &header, pod)
+        .unwrap()
+        .as_bytes()
+        .to_vec()
 }
 
 #[test]
@@ -143,27 +121,11 @@ fn the_enclave_process_serves_the_data_room_story() {
     assert_eq!(link.resume_audit().unwrap().kind, kind::OK);
     let (pod_key, receipt_key) = verify_pod(&enclave, &mut link);
 
-    // The owner creates a room and shares it with Alice.
-    let owner = UserSecrets::generate().unwrap();
-    let alice = UserSecrets::generate().unwrap();
-    let genesis =
-        SignedEntry::sign(genesis_entry(&owner.bundle, now_ms()), &owner.signing).unwrap();
-    let room = Room::genesis(&genesis).unwrap();
-    let grant = SignedEntry::sign(
-        room.next_entry(
-            Action::Grant,
-            alice.bundle.as_bytes().to_vec(),
-            now_ms(),
-            *owner.bundle.id(),
-        ),
-        &owner.signing,
-    )
-    .unwrap();
-    let reply = link
-        .sync_room(&[genesis.as_bytes().to_vec(), grant.as_bytes().to_vec()])
-        .unwrap();
+    // The owner creates a room and shares it with Alice (the fixture's member).
+    let mut room = RoomFixture::new().unwrap();
+    let reply = link.sync_room(&room.log_bytes()).unwrap();
     assert_eq!(reply.kind, kind::ROOM_HEAD);
-    let room_id = *room.id();
+    let room_id = room.id();
 
     // A 1 MiB + 1 byte document sealed to the verified pod key.
     let plaintext: Vec<u8> = (0..(1 << 20) + 1).map(|i| (i % 241) as u8).collect();
@@ -177,12 +139,12 @@ fn the_enclave_process_serves_the_data_room_story() {
     .unwrap();
     let mut receipts = Vec::new();
     match link
-        .re_encrypt(&request(&alice, &room_id, &sealed, &pod_key), &sealed)
+        .re_encrypt(&request(&room.member, &room_id, &sealed, &pod_key), &sealed)
         .unwrap()
     {
         ReEncrypted::Released { document, receipt } => {
             let (_, opened) =
-                envelope::open(&document, UnwrapKey::Hpke(&alice.decryption)).unwrap();
+                envelope::open(&document, UnwrapKey::Hpke(&room.member.decryption)).unwrap();
             assert_eq!(*opened, plaintext);
             let (_, body_start) = envelope::read_header(&document).unwrap().unwrap();
             assert_eq!(
@@ -195,24 +157,14 @@ fn the_enclave_process_serves_the_data_room_story() {
     }
 
     // Revoke Alice; her next request is refused, with a message a person can act on.
-    let revoke = SignedEntry::sign(
-        Room::replay(&[genesis.clone(), grant.clone()])
-            .unwrap()
-            .next_entry(
-                Action::Revoke,
-                alice.bundle.id().to_vec(),
-                now_ms(),
-                *owner.bundle.id(),
-            ),
-        &owner.signing,
-    )
-    .unwrap();
+    let alice_id = room.member.bundle.id().to_vec();
+    let revoke = room.owner_signs(Action::Revoke, alice_id).unwrap();
     assert_eq!(
         link.append(revoke.as_bytes()).unwrap().kind,
         kind::ROOM_HEAD
     );
     match link
-        .re_encrypt(&request(&alice, &room_id, &sealed, &pod_key), &sealed)
+        .re_encrypt(&request(&room.member, &room_id, &sealed, &pod_key), &sealed)
         .unwrap()
     {
         ReEncrypted::Refused { code, message } => {

@@ -17,14 +17,13 @@
 )]
 
 use pod_protocol::envelope::{self, Kind, UnwrapKey};
-use pod_protocol::keys::{EncryptionKey, UserSecrets, fingerprint};
+use pod_protocol::keys::EncryptionKey;
 use pod_protocol::link::kind;
-use pod_protocol::membership::{Action, Room, SignedEntry, genesis_entry};
-use pod_protocol::request::{Operation, Request, SignedRequest};
 use pod_protocol::{hpke, stream};
+use pod_tests::fixtures::{self, RoomFixture, now_ms};
 use pod_tests::parent::{Link, ReEncrypted};
 use std::process::{Command, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -34,13 +33,6 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 fn byte(i: u64) -> u8 {
@@ -81,45 +73,18 @@ fn measure(mib: u64) -> (u64, f64) {
         .unwrap();
     let pod_key = hpke::PublicKey::from_spki_der(v.public_key().unwrap()).unwrap();
 
-    let owner = UserSecrets::generate().unwrap();
-    let alice = UserSecrets::generate().unwrap();
-    let genesis =
-        SignedEntry::sign(genesis_entry(&owner.bundle, now_ms()), &owner.signing).unwrap();
-    let room = Room::genesis(&genesis).unwrap();
-    let grant = SignedEntry::sign(
-        room.next_entry(
-            Action::Grant,
-            alice.bundle.as_bytes().to_vec(),
-            now_ms(),
-            *owner.bundle.id(),
-        ),
-        &owner.signing,
-    )
-    .unwrap();
-    link.sync_room(&[genesis.as_bytes().to_vec(), grant.as_bytes().to_vec()])
-        .unwrap();
+    let room = RoomFixture::new().unwrap();
+    link.sync_room(&room.log_bytes()).unwrap();
+    let alice = &room.member;
 
     let (header, mut sealer) = envelope::begin(
         Kind::SealedToPod,
-        room.id(),
+        &room.id(),
         b"big.bin",
         &EncryptionKey::HpkeP256(pod_key.clone()),
     )
     .unwrap();
-    let request = SignedRequest::sign(
-        Request {
-            op: Operation::ReEncrypt,
-            room: *room.id(),
-            doc: b"big.bin".to_vec(),
-            header_hash: header.hash(),
-            user: *alice.bundle.id(),
-            nonce: vec![1; 16],
-            issued_at_ms: now_ms(),
-            pod_key: fingerprint(&pod_key.to_spki_der()),
-        },
-        &alice.signing,
-    )
-    .unwrap();
+    let request = fixtures::request(alice, &room.id(), &header, &pod_key).unwrap();
 
     let total = mib * 1024 * 1024;
     let chunks = total.div_ceil(stream::CHUNK_SIZE as u64);
