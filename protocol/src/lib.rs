@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod cms;
 pub mod envelope;
 pub mod frame;
 pub mod hpke;

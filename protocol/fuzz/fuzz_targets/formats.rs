@@ -1,0 +1,26 @@
+//! Arbitrary bytes to every other parser of the protocol: frames, link messages, document headers, key bundles,
+//! signed requests, membership and audit entries, checkpoints and receipts.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pod_protocol::{audit, envelope, frame, keys, link, membership, request};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = frame::split(data);
+    let _ = frame::parse(data);
+    let _ = link::decode_bytes_list(data, 64);
+    let _ = link::decode_seq_bytes(data);
+    let _ = link::decode_code_message(data);
+    let _ = envelope::read_header(data);
+    let _ = keys::UserKeyBundle::parse(data);
+    let _ = request::SignedRequest::parse(data);
+    if let Ok(e) = membership::SignedEntry::parse(data) {
+        let _ = membership::Room::genesis(&e);
+    }
+    if let Ok(k) = keys::SigningKey::generate() {
+        let vk = k.verifying_key();
+        let _ = audit::SignedEntry::parse_verified(data, &vk);
+        let _ = audit::Checkpoint::parse_verified(data, &vk);
+        let _ = audit::Receipt::parse_verified(data, &vk);
+    }
+});
