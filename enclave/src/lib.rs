@@ -10,6 +10,7 @@
 
 pub mod budget;
 pub mod clock;
+pub mod kms;
 pub mod nsm;
 pub mod pod;
 pub mod replay;
