@@ -154,6 +154,8 @@ pub struct Health {
     pub pod_key_fingerprint: Option<[u8; HASH_LEN]>,
     /// Why the pod failed, if it did.
     pub failure: Option<String>,
+    /// While sealed: why the last attempt to obtain the pod key failed (KMS unreachable, access denied, ...).
+    pub sealed_reason: Option<String>,
     /// The next audit sequence number.
     pub audit_next_seq: u64,
     /// Rooms in memory.
@@ -420,6 +422,7 @@ pub struct Pod {
     unacked: BTreeMap<u64, [u8; HASH_LEN]>,
     durable_through: Option<u64>,
     audit_resumed: bool,
+    sealed_reason: Option<String>,
 }
 
 impl Pod {
@@ -439,6 +442,7 @@ impl Pod {
             unacked: BTreeMap::new(),
             durable_through: None,
             audit_resumed: false,
+            sealed_reason: None,
         }
     }
 
@@ -456,12 +460,31 @@ impl Pod {
             State::Sealed => {
                 self.state =
                     State::Ready(Box::new(PodKeys::new(pod_key).map_err(PodError::Crypto)?));
+                self.sealed_reason = None;
                 tracing::info!("pod unsealed");
                 Ok(())
             }
             State::Ready(_) => Err(PodError::AlreadyUnsealed),
             State::Failed(ref r) => Err(PodError::Failed(r.clone())),
         }
+    }
+
+    /// Records why obtaining the pod key failed, for `health`; the pod stays sealed and serves nothing.
+    pub fn note_unseal_failure(&mut self, reason: &str) {
+        if matches!(self.state, State::Sealed) {
+            tracing::warn!(reason, "pod stays sealed");
+            self.sealed_reason = Some(reason.to_owned());
+        }
+    }
+
+    /// The NSM the pod uses (for the KMS steps, which attest an ephemeral key).
+    pub fn nsm(&self) -> Arc<dyn Nsm> {
+        self.nsm.clone()
+    }
+
+    /// True while the pod waits for its key.
+    pub fn is_sealed(&self) -> bool {
+        matches!(self.state, State::Sealed)
     }
 
     /// Any state → failed: the keys are dropped (aws-lc clears them) and the pod refuses everything from now on.
@@ -481,6 +504,7 @@ impl Pod {
             status,
             pod_key_fingerprint: fpr,
             failure,
+            sealed_reason: self.sealed_reason.clone(),
             audit_next_seq: self.next_seq,
             rooms: self.rooms.len(),
             config_hash: self.config.hash(),

@@ -4,8 +4,10 @@
 //! it adds is the shape of a hostile peer's worst case: a cap on connections, a deadline on every frame, frame
 //! sizes checked before allocation, and no release before the audit acknowledgement (enforced by the pod's types).
 
+use crate::kms::{self, Credentials, KmsConfig, KmsError};
 use crate::pod::{AuditAck, Outcome, Pod, PodError, Status};
 use pod_cbor::Encoder;
+use pod_cbor::{Decoder, Len};
 use pod_protocol::frame::{self, Frame, PREFIX_LEN};
 use pod_protocol::link::{self, kind};
 use std::future::Future;
@@ -142,8 +144,10 @@ pub async fn run(
     listener: Listener,
     pod: Arc<Mutex<Pod>>,
     limits: ServerLimits,
+    kms: Option<KmsConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let kms = Arc::new(kms);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -162,8 +166,9 @@ pub async fn run(
         match conn {
             Ok(conn) => {
                 let pod = pod.clone();
+                let kms = kms.clone();
                 tasks.spawn(async move {
-                    if let Err(e) = serve_connection(conn, pod, limits).await {
+                    if let Err(e) = serve_connection(conn, pod, limits, kms).await {
                         tracing::debug!(error = %e, "connection closed");
                     }
                     drop(permit);
@@ -251,7 +256,7 @@ async fn timed<T>(
 fn health_body(pod: &Pod) -> Vec<u8> {
     let h = pod.health();
     let mut e = Encoder::new();
-    e.array(6).text(match h.status {
+    e.array(7).text(match h.status {
         Status::Sealed => "sealed",
         Status::Ready => "ready",
         Status::Failed => "failed",
@@ -265,6 +270,10 @@ fn health_body(pod: &Pod) -> Vec<u8> {
         .bytes(&h.config_hash);
     match &h.failure {
         Some(f) => e.text(f),
+        None => e.null(),
+    };
+    match &h.sealed_reason {
+        Some(r) => e.text(r),
         None => e.null(),
     };
     e.into_bytes()
@@ -287,6 +296,7 @@ async fn serve_connection(
     conn: Box<dyn Connection>,
     pod: Arc<Mutex<Pod>>,
     limits: ServerLimits,
+    kms: Arc<Option<KmsConfig>>,
 ) -> Result<(), ConnError> {
     let (mut r, mut w) = tokio::io::split(conn);
     loop {
@@ -343,6 +353,19 @@ async fn serve_connection(
                 }
             }
             kind::RE_ENCRYPT => re_encrypt(&mut r, &mut w, id, &f.body, &pod, limits).await?,
+            kind::PROVISION | kind::UNSEAL => {
+                let (reply_kind, body) = match kms.as_ref() {
+                    None => (
+                        kind::ERROR,
+                        link::encode_code_message(
+                            "kms_not_configured",
+                            "this enclave was started without KMS (--pod-key kms)",
+                        ),
+                    ),
+                    Some(config) => obtain_pod_key(f.kind, &f.body, &pod, config).await,
+                };
+                write_frame(&mut w, id, reply_kind, &body).await?;
+            }
             _ => {
                 write_frame(
                     &mut w,
@@ -488,6 +511,150 @@ async fn re_encrypt<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if last {
             return Ok(());
         }
+    }
+}
+
+/// The fields of a PROVISION or UNSEAL request.
+struct KeyRequest {
+    sealed: Vec<u8>,
+    expected_fingerprint: [u8; 32],
+    key_id: String,
+    pod_name: String,
+    credentials: Credentials,
+}
+
+/// PROVISION: `[key_id, pod_name, access_key_id, secret_access_key, session_token|null]`;
+/// UNSEAL: `[sealed, expected_fingerprint, pod_name, access_key_id, secret_access_key, session_token|null]`.
+fn parse_key_request(kind_code: u64, body: &[u8]) -> Result<KeyRequest, pod_cbor::Error> {
+    let mut d = Decoder::new(body);
+    let n = if kind_code == kind::PROVISION { 5 } else { 6 };
+    if d.array()? != Len::Definite(n) {
+        return Err(pod_cbor::Error::Malformed {
+            offset: 0,
+            reason: "wrong number of fields",
+        });
+    }
+    let mut req = KeyRequest {
+        sealed: Vec::new(),
+        expected_fingerprint: [0; 32],
+        key_id: String::new(),
+        pod_name: String::new(),
+        credentials: Credentials {
+            access_key_id: String::new(),
+            secret_access_key: zeroize::Zeroizing::new(String::new()),
+            session_token: None,
+        },
+    };
+    if kind_code == kind::PROVISION {
+        req.key_id = d.text()?.to_owned();
+    } else {
+        req.sealed = d.bytes()?.to_vec();
+        req.expected_fingerprint =
+            d.bytes()?
+                .try_into()
+                .map_err(|_| pod_cbor::Error::Malformed {
+                    offset: 0,
+                    reason: "fingerprint must be 32 bytes",
+                })?;
+    }
+    req.pod_name = d.text()?.to_owned();
+    req.credentials.access_key_id = d.text()?.to_owned();
+    req.credentials.secret_access_key = zeroize::Zeroizing::new(d.text()?.to_owned());
+    if !d.null()? {
+        req.credentials.session_token = Some(zeroize::Zeroizing::new(d.text()?.to_owned()));
+    }
+    d.finish()?;
+    Ok(req)
+}
+
+/// How many times a transient KMS failure is retried, and the first wait (doubled each time).
+const KMS_ATTEMPTS: u32 = 4;
+const KMS_FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Runs the ceremony or the unseal, retrying transient failures, and unseals the pod on success. Returns the reply.
+async fn obtain_pod_key(
+    kind_code: u64,
+    body: &[u8],
+    pod: &Mutex<Pod>,
+    config: &KmsConfig,
+) -> (u64, Vec<u8>) {
+    let req = match parse_key_request(kind_code, body) {
+        Ok(r) => r,
+        Err(_) => {
+            return (
+                kind::ERROR,
+                link::encode_code_message("malformed_request", "malformed key request"),
+            );
+        }
+    };
+    let (nsm, sealed) = {
+        let p = lock(pod);
+        (p.nsm(), p.is_sealed())
+    };
+    if !sealed {
+        return (
+            kind::ERROR,
+            link::encode_code_message("already_unsealed", "the pod already holds its key"),
+        );
+    }
+    let client = kms::client(config, &req.credentials);
+    let context = kms::pod_key_context(&req.pod_name);
+    let mut wait = KMS_FIRST_BACKOFF;
+    let mut attempt = 1;
+    let outcome = loop {
+        let result = if kind_code == kind::PROVISION {
+            kms::provision(&client, &req.key_id, &context, nsm.as_ref())
+                .await
+                .map(|p| (p.key, Some((p.sealed, p.public_spki))))
+        } else {
+            kms::unseal(
+                &client,
+                &req.sealed,
+                &context,
+                &req.expected_fingerprint,
+                nsm.as_ref(),
+            )
+            .await
+            .map(|k| (k, None))
+        };
+        match result {
+            Err(e) if e.is_transient() && attempt < KMS_ATTEMPTS => {
+                lock(pod).note_unseal_failure(&format!(
+                    "{e} (attempt {attempt} of {KMS_ATTEMPTS}, retrying)"
+                ));
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+                attempt += 1;
+            }
+            other => break other,
+        }
+    };
+    let (key, provisioned) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            let code = match &e {
+                KmsError::AccessDenied(_) => "kms_access_denied",
+                KmsError::Unreachable(_) => "kms_unreachable",
+                KmsError::WrongKey => "wrong_pod_key",
+                _ => "kms_error",
+            };
+            lock(pod).note_unseal_failure(&e.to_string());
+            return (kind::ERROR, link::encode_code_message(code, &e.to_string()));
+        }
+    };
+    let mut p = lock(pod);
+    if let Err(e) = p.unseal(key) {
+        return (kind::ERROR, error_body(&e));
+    }
+    match provisioned {
+        None => (kind::OK, Vec::new()),
+        Some((sealed_blob, spki)) => match p.attestation(None) {
+            Ok(doc) => (
+                kind::PROVISIONED,
+                link::encode_bytes_list(&[&sealed_blob, &spki, &doc]),
+            ),
+            Err(e) => (kind::ERROR, error_body(&e)),
+        },
     }
 }
 

@@ -33,6 +33,10 @@ pub mod kind {
     pub const RE_ENCRYPT: u64 = 6;
     /// Parent → enclave: an audit entry is durable.
     pub const AUDIT_ACK: u64 = 7;
+    /// Parent → enclave: run the key ceremony (KMS GenerateDataKeyPair with Recipient).
+    pub const PROVISION: u64 = 10;
+    /// Parent → enclave: unseal the stored pod key (KMS Decrypt with Recipient).
+    pub const UNSEAL: u64 = 11;
     /// Either way: a chunk that is not the last.
     pub const CHUNK: u64 = 8;
     /// Either way: the last chunk.
@@ -51,6 +55,8 @@ pub mod kind {
     pub const RELEASED: u64 = 106;
     /// Enclave → parent: the request is refused (and audited).
     pub const REFUSED: u64 = 107;
+    /// Enclave → parent: the ceremony's results: `[sealed pod key, pod key SPKI, attestation document]`.
+    pub const PROVISIONED: u64 = 108;
     /// Enclave → parent: the operation failed.
     pub const ERROR: u64 = 199;
 }

@@ -60,11 +60,36 @@ struct ServeArgs {
     )]
     listen: server::Address,
 
-    /// Where the pod key comes from. `insecure-ephemeral` makes a fresh key at every start (documents sealed to
-    /// it are lost when the enclave stops): for development and tests only. Release by KMS after attestation
-    /// comes with the KMS integration.
+    /// Where the pod key comes from. `kms`: the pod starts sealed and the parent asks it to run the key ceremony
+    /// (first start) or to unseal the stored key, both through KMS with this enclave's attestation.
+    /// `insecure-ephemeral`: a fresh key at every start, so nothing sealed to it survives a restart; for
+    /// development and tests only.
     #[arg(long, value_enum, value_name = "SOURCE")]
     pod_key: PodKeySource,
+
+    /// The KMS endpoint, e.g. `https://kms.us-east-1.amazonaws.com` (TLS runs inside the enclave), or the local
+    /// emulator `http://127.0.0.1:4599`. Required with `--pod-key kms`.
+    #[arg(long, value_name = "URL", env = "POD_KMS_ENDPOINT")]
+    kms_endpoint: Option<String>,
+
+    /// The KMS region (for request signing).
+    #[arg(
+        long,
+        value_name = "REGION",
+        default_value = "us-east-1",
+        env = "POD_KMS_REGION"
+    )]
+    kms_region: String,
+
+    /// How the enclave reaches KMS: the parent's relay at `vsock:PORT` (CID 3), or locally `unix:/path` or
+    /// `tcp:HOST:PORT`.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        default_value = "vsock:8000",
+        env = "POD_KMS_VIA"
+    )]
+    kms_via: pod_enclave::kms::KmsVia,
 
     /// Connections served at once.
     #[arg(long, default_value_t = 256)]
@@ -93,6 +118,8 @@ struct ServeArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum PodKeySource {
+    /// Released by KMS to this attested enclave (the ceremony on first start, unseal afterwards).
+    Kms,
     /// A fresh random key at every start; nothing sealed to it survives a restart.
     InsecureEphemeral,
 }
@@ -301,14 +328,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..PodConfig::default()
     };
     let mut pod = Pod::new(config, Arc::new(SystemClock), nsm.clone());
-    match args.pod_key {
+    let kms = match args.pod_key {
         PodKeySource::InsecureEphemeral => {
             tracing::warn!(
                 "using an ephemeral pod key: documents sealed to it cannot be opened after a restart"
             );
             pod.unseal(pod_protocol::hpke::PrivateKey::generate()?)?;
+            None
         }
-    }
+        PodKeySource::Kms => Some(pod_enclave::kms::KmsConfig {
+            endpoint: args.kms_endpoint.clone().context(
+                "--pod-key kms needs --kms-endpoint (e.g. https://kms.us-east-1.amazonaws.com)",
+            )?,
+            region: args.kms_region.clone(),
+            via: args.kms_via.clone(),
+        }),
+    };
     let health = pod.health();
     let limits = server::ServerLimits {
         max_connections: args.max_connections,
@@ -322,10 +357,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = server::Listener::bind(&args.listen)
             .with_context(|| format!("binding {}", args.listen))?;
         eprintln!(
-            "pod-enclave: serving on {} (nsm: {}, pod key fingerprint: {})",
+            "pod-enclave: serving on {} (nsm: {}, pod key: {})",
             args.listen,
             nsm.kind(),
-            health.pod_key_fingerprint.map(hex::encode).unwrap_or_default()
+            health
+                .pod_key_fingerprint
+                .map(hex::encode)
+                .unwrap_or_else(|| "sealed, waiting for the parent to provision or unseal it through KMS".into())
         );
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -335,7 +373,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             tracing::info!("shutdown requested");
         };
-        server::run(listener, Arc::new(Mutex::new(pod)), limits, shutdown).await;
+        server::run(listener, Arc::new(Mutex::new(pod)), limits, kms, shutdown).await;
         anyhow::Ok(())
     })?;
     eprintln!("pod-enclave: stopped; keys dropped");
