@@ -6,5 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod enclave;
+pub mod http;
+pub mod local;
+pub mod parent;
 pub mod relay;
 pub mod store;

@@ -17,6 +17,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole pod on this machine: kms-local, the enclave with a mock NSM, the KMS relay and the HTTPS proxy.
+    Local {
+        /// Where the pod keeps its state (keys sealed by KMS, logs, certificates).
+        #[arg(long, value_name = "DIR", default_value = "pod-data")]
+        state_dir: std::path::PathBuf,
+        /// The HTTPS address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+        listen: String,
+    },
     /// Relay the enclave's KMS connections to KMS (the enclave runs TLS end to end; this only moves bytes).
     KmsRelay {
         /// Where the enclave connects: `vsock:PORT` on EC2, `unix:/path` or `tcp:HOST:PORT` locally.
@@ -42,6 +51,15 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Local { state_dir, listen } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(pod_proxy::local::run(pod_proxy::local::LocalOptions {
+                state_dir,
+                listen,
+            }))
+        }
         Command::KmsRelay { listen, to, allow } => {
             let allowlist = if allow.is_empty() {
                 Allowlist::default()

@@ -1,0 +1,537 @@
+//! The parent's state and the operations the HTTPS API exposes: stores on disk, the enclave link, the audit
+//! group-commit writer, and the start-up sequence (resume the audit chain, obtain the pod key through KMS, load the
+//! rooms).
+
+use crate::enclave::{EnclaveAddr, EnclaveClient, EnclaveHealth, LinkError, Reply, decode_health};
+use crate::store::{RecordLog, StoreError};
+use base64::Engine as _;
+use pod_cbor::Encoder;
+use pod_protocol::keys::labeled_hash;
+use pod_protocol::link::{self, kind};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// How the parent obtains the pod key from KMS, through the enclave.
+#[derive(Debug, Clone)]
+pub struct KmsSettings {
+    /// The KMS key the pod key is sealed under.
+    pub key_id: String,
+    /// The pod's name, bound into the encryption context.
+    pub pod_name: String,
+    /// Access key id handed to the enclave.
+    pub access_key_id: String,
+    /// Secret access key handed to the enclave.
+    pub secret_access_key: String,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<String>,
+}
+
+/// The parent's configuration.
+#[derive(Debug, Clone)]
+pub struct ParentConfig {
+    /// Where the stores live.
+    pub state_dir: PathBuf,
+    /// Where the enclave listens.
+    pub enclave: EnclaveAddr,
+    /// KMS settings.
+    pub kms: KmsSettings,
+}
+
+/// What the sealed-key store holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SealedKey {
+    /// The KMS key id.
+    pub kms_key_id: String,
+    /// The pod's name.
+    pub pod_name: String,
+    /// `PrivateKeyCiphertextBlob`, base64.
+    pub sealed: String,
+    /// The pod key's SPKI, base64.
+    pub pod_spki: String,
+    /// SHA-256 of the SPKI, hex.
+    pub fingerprint: String,
+}
+
+/// Errors surfaced to API callers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The enclave is down, restarting or sealed: try again.
+    #[error("Data room temporarily unavailable, please try again")]
+    Unavailable(String),
+    /// The request was refused by the pod (and audited).
+    #[error("{message}")]
+    Refused {
+        /// Stable code.
+        code: String,
+        /// Message for the person.
+        message: String,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not found.
+    #[error("{0}")]
+    NotFound(String),
+    /// The parent itself failed (stores).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<LinkError> for ApiError {
+    fn from(e: LinkError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+type AuditJob = (Vec<u8>, oneshot::Sender<Result<(), String>>);
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Re-encryptions released.
+    pub released: AtomicU64,
+    /// Requests refused by the pod.
+    pub refused: AtomicU64,
+    /// Requests that failed because the pod was unavailable.
+    pub unavailable: AtomicU64,
+    /// Audit entries made durable.
+    pub audit_appended: AtomicU64,
+    /// fsyncs of the audit log (group commits).
+    pub audit_commits: AtomicU64,
+}
+
+/// The parent.
+pub struct Parent {
+    config: ParentConfig,
+    enclave: EnclaveClient,
+    audit: Arc<Mutex<RecordLog>>,
+    audit_tx: mpsc::Sender<AuditJob>,
+    rooms: Mutex<HashMap<String, RecordLog>>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Parent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parent")
+            .field("state_dir", &self.config.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(s: &str) -> Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|_| ApiError::BadRequest("not valid base64".into()))
+}
+
+impl Parent {
+    /// Opens the stores and starts the audit writer.
+    pub fn open(config: ParentConfig) -> Result<Self, ApiError> {
+        std::fs::create_dir_all(config.state_dir.join("rooms"))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (audit_log, recovery) = RecordLog::open(&config.state_dir.join("audit.log"))?;
+        if let Some((offset, len, saved)) = &recovery.torn {
+            tracing::error!(offset, len, saved = %saved.display(), "the audit log had a torn last record");
+        }
+        let audit = Arc::new(Mutex::new(audit_log));
+        let mut rooms = HashMap::new();
+        for entry in std::fs::read_dir(config.state_dir.join("rooms"))
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+        {
+            let path = entry.map_err(|e| ApiError::Internal(e.to_string()))?.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let id = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                let (log, _) = RecordLog::open(&path)?;
+                rooms.insert(id, log);
+            }
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (audit_tx, rx) = mpsc::channel::<AuditJob>(4096);
+        let writer_log = audit.clone();
+        let writer_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || audit_writer(rx, writer_log, writer_metrics))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(Self {
+            enclave: EnclaveClient::new(config.enclave.clone()),
+            config,
+            audit,
+            audit_tx,
+            rooms: Mutex::new(rooms),
+            metrics,
+        })
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.config.state_dir.join("sealed-pod-key.json")
+    }
+
+    /// The sealed pod key, once provisioned.
+    pub fn sealed_key(&self) -> Option<SealedKey> {
+        std::fs::read_to_string(self.key_path())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// Brings the enclave to ready: resumes the audit chain, provisions or unseals the pod key, loads every room.
+    /// Safe to call again after the enclave restarts.
+    pub async fn start_session(&self) -> Result<EnclaveHealth, ApiError> {
+        self.enclave.reset();
+        let last = self
+            .audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .map(<[u8]>::to_vec);
+        let health = self.health().await?;
+        if health.status == "sealed" {
+            let kms = &self.config.kms;
+            let mut creds = Encoder::new();
+            let reply = match self.sealed_key() {
+                Some(k) => {
+                    creds
+                        .array(6)
+                        .bytes(&unb64(&k.sealed)?)
+                        .bytes(
+                            &hex::decode(&k.fingerprint)
+                                .map_err(|_| ApiError::Internal("bad fingerprint".into()))?,
+                        )
+                        .text(&k.pod_name);
+                    push_creds(&mut creds, kms);
+                    self.enclave.call(kind::UNSEAL, creds.as_bytes()).await?
+                }
+                None => {
+                    creds.array(5).text(&kms.key_id).text(&kms.pod_name);
+                    push_creds(&mut creds, kms);
+                    self.enclave.call(kind::PROVISION, creds.as_bytes()).await?
+                }
+            };
+            match reply.kind {
+                kind::OK => {}
+                kind::PROVISIONED => {
+                    let parts = link::decode_bytes_n(&reply.body, 3)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    let (Some(sealed), Some(spki)) = (parts.first(), parts.get(1)) else {
+                        return Err(ApiError::Internal("malformed ceremony result".into()));
+                    };
+                    let stored = SealedKey {
+                        kms_key_id: kms.key_id.clone(),
+                        pod_name: kms.pod_name.clone(),
+                        sealed: b64(sealed),
+                        pod_spki: b64(spki),
+                        fingerprint: hex::encode(pod_protocol::keys::fingerprint(spki)),
+                    };
+                    let tmp = self.key_path().with_extension("tmp");
+                    let text = serde_json::to_string_pretty(&stored)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    std::fs::write(&tmp, text)
+                        .and_then(|()| std::fs::rename(&tmp, self.key_path()))
+                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    tracing::info!(fingerprint = %stored.fingerprint, "pod key provisioned and stored sealed");
+                }
+                _ => {
+                    let (code, message) = reply.code_message();
+                    return Err(ApiError::Unavailable(format!("{code}: {message}")));
+                }
+            }
+        }
+        let reply = self
+            .enclave
+            .call(
+                kind::RESUME_AUDIT,
+                &link::encode_optional_bytes(last.as_deref()),
+            )
+            .await?;
+        if reply.kind != kind::OK {
+            let (code, message) = reply.code_message();
+            return Err(ApiError::Internal(format!(
+                "resuming the audit chain: {code}: {message}"
+            )));
+        }
+        let logs: Vec<Vec<Vec<u8>>> = {
+            let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            rooms.values().map(|l| l.records().to_vec()).collect()
+        };
+        for entries in logs {
+            let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+            let reply = self
+                .enclave
+                .call(kind::SYNC_ROOM, &link::encode_bytes_list(&refs))
+                .await?;
+            if reply.kind != kind::ROOM_HEAD {
+                let (code, message) = reply.code_message();
+                tracing::error!(code, message, "a stored room was refused by the enclave");
+            }
+        }
+        self.health().await
+    }
+
+    /// The enclave's health.
+    pub async fn health(&self) -> Result<EnclaveHealth, ApiError> {
+        let reply = self.enclave.call(kind::HEALTH, &[]).await?;
+        Ok(decode_health(&reply.body)?)
+    }
+
+    /// An attestation document for `nonce`.
+    pub async fn attestation(&self, nonce: Option<Vec<u8>>) -> Result<Vec<u8>, ApiError> {
+        let reply = self
+            .enclave
+            .call(
+                kind::ATTESTATION,
+                &link::encode_optional_bytes(nonce.as_deref()),
+            )
+            .await?;
+        if reply.kind != kind::DOCUMENT {
+            return Err(ApiError::Unavailable(reply.code_message().1));
+        }
+        Ok(reply.body)
+    }
+
+    fn room_reply(&self, reply: &Reply) -> Result<(String, u64, String), ApiError> {
+        if reply.kind != kind::ROOM_HEAD {
+            let (code, message) = reply.code_message();
+            return Err(if code == "sealed" {
+                ApiError::Unavailable(message)
+            } else {
+                ApiError::Refused { code, message }
+            });
+        }
+        let mut d = pod_cbor::Decoder::new(&reply.body);
+        let bad = |_| ApiError::Internal("malformed room head".into());
+        d.array().map_err(bad)?;
+        let room = hex::encode(d.bytes().map_err(bad)?);
+        let seq = d.u64().map_err(bad)?;
+        let head = hex::encode(d.bytes().map_err(bad)?);
+        Ok((room, seq, head))
+    }
+
+    /// Creates a room from its signed genesis entry; returns (room id, seq, head).
+    pub async fn create_room(&self, genesis: &[u8]) -> Result<(String, u64, String), ApiError> {
+        let reply = self
+            .enclave
+            .call(kind::SYNC_ROOM, &link::encode_bytes_list(&[genesis]))
+            .await?;
+        let (room, seq, head) = self.room_reply(&reply)?;
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if !rooms.contains_key(&room) {
+            let (mut log, _) = RecordLog::open(
+                &self
+                    .config
+                    .state_dir
+                    .join("rooms")
+                    .join(format!("{room}.log")),
+            )?;
+            if log.records().is_empty() {
+                log.append_all(&[genesis.to_vec()])?;
+            }
+            rooms.insert(room.clone(), log);
+        }
+        Ok((room, seq, head))
+    }
+
+    /// Appends a signed membership entry, once the enclave has accepted it.
+    pub async fn append_entry(&self, room: &str, entry: &[u8]) -> Result<(u64, String), ApiError> {
+        if !self
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(room)
+        {
+            return Err(ApiError::NotFound(format!("unknown room {room}")));
+        }
+        let reply = self.enclave.call(kind::APPEND_MEMBERSHIP, entry).await?;
+        let (_, seq, head) = self.room_reply(&reply)?;
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(log) = rooms.get_mut(room) {
+            log.append_all(&[entry.to_vec()])?;
+        }
+        Ok((seq, head))
+    }
+
+    /// A room's membership log.
+    pub fn room_log(&self, room: &str) -> Result<Vec<Vec<u8>>, ApiError> {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .map(|l| l.records().to_vec())
+            .ok_or_else(|| ApiError::NotFound(format!("unknown room {room}")))
+    }
+
+    /// Audit entries from `from` on (at most `limit`).
+    pub fn audit_entries(&self, from: usize, limit: usize) -> Vec<Vec<u8>> {
+        let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        log.records()
+            .iter()
+            .skip(from)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Number of audit entries stored.
+    pub fn audit_len(&self) -> usize {
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .records()
+            .len()
+    }
+
+    async fn append_audit(&self, entry: Vec<u8>) -> Result<(), ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.audit_tx
+            .send((entry, tx))
+            .await
+            .map_err(|_| ApiError::Internal("the audit writer stopped".into()))?;
+        rx.await
+            .map_err(|_| ApiError::Internal("the audit writer stopped".into()))?
+            .map_err(|e| {
+                ApiError::Unavailable(format!(
+                    "the audit log cannot be written, so nothing is released: {e}"
+                ))
+            })
+    }
+
+    /// The whole re-encryption of a document held in memory: returns (re-encrypted document, receipt).
+    pub async fn re_encrypt(
+        &self,
+        request: &[u8],
+        document: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+        let (_, body_start) = pod_protocol::envelope::read_header(document)
+            .map_err(|e| ApiError::BadRequest(format!("encrypted_blob: {e}")))?
+            .ok_or_else(|| ApiError::BadRequest("encrypted_blob is truncated".into()))?;
+        let header = document.get(..body_start).unwrap_or_default();
+        let body = document.get(body_start..).unwrap_or_default();
+        let mut conn = self.enclave.connection().await?;
+        let id = self.enclave.next_id();
+        conn.send(
+            id,
+            kind::RE_ENCRYPT,
+            &link::encode_bytes_list(&[request, header]),
+        )
+        .await?;
+        let reply = conn.recv().await?;
+        if reply.kind != kind::AUDIT_APPEND {
+            let (code, message) = reply.code_message();
+            self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
+            return Err(if code == "sealed" || code == "audit_backlog" {
+                ApiError::Unavailable(message)
+            } else {
+                ApiError::Internal(format!("{code}: {message}"))
+            });
+        }
+        let (seq, entry) =
+            link::decode_seq_bytes(&reply.body).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let hash = labeled_hash("audit", entry);
+        // Durable first; only then acknowledged. If the write fails the connection is dropped unacknowledged and
+        // the enclave releases nothing.
+        self.append_audit(entry.to_vec()).await?;
+        conn.send(id, kind::AUDIT_ACK, &link::encode_seq_bytes(seq, &hash))
+            .await?;
+        let reply = conn.recv().await?;
+        match reply.kind {
+            kind::RELEASED => {}
+            kind::REFUSED => {
+                self.enclave.give_back(conn);
+                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                let (code, message) = reply.code_message();
+                return Err(ApiError::Refused { code, message });
+            }
+            _ => {
+                let (code, message) = reply.code_message();
+                return Err(ApiError::Internal(format!("{code}: {message}")));
+            }
+        }
+        let parts =
+            link::decode_bytes_n(&reply.body, 2).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (Some(new_header), Some(receipt)) = (parts.first(), parts.get(1)) else {
+            return Err(ApiError::Internal("released without a header".into()));
+        };
+        let mut out = new_header.to_vec();
+        let receipt = receipt.to_vec();
+        let chunks: Vec<&[u8]> = body
+            .chunks(pod_protocol::stream::SEALED_CHUNK_SIZE)
+            .collect();
+        if chunks.is_empty() {
+            return Err(ApiError::BadRequest("encrypted_blob has no content".into()));
+        }
+        for (i, c) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            conn.send(id, if last { kind::LAST_CHUNK } else { kind::CHUNK }, c)
+                .await?;
+            let r = conn.recv().await?;
+            if r.kind == kind::ERROR {
+                let (code, message) = r.code_message();
+                return Err(ApiError::Refused { code, message });
+            }
+            out.extend_from_slice(&r.body);
+        }
+        self.enclave.give_back(conn);
+        self.metrics.released.fetch_add(1, Ordering::Relaxed);
+        Ok((out, receipt))
+    }
+}
+
+fn push_creds(e: &mut Encoder, kms: &KmsSettings) {
+    e.text(&kms.access_key_id).text(&kms.secret_access_key);
+    match &kms.session_token {
+        Some(t) => e.text(t),
+        None => e.null(),
+    };
+}
+
+/// The group-commit writer: takes every entry waiting, writes them, one fsync, then answers them all.
+fn audit_writer(
+    mut rx: mpsc::Receiver<AuditJob>,
+    log: Arc<Mutex<RecordLog>>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 1024 {
+                break;
+            }
+        }
+        let entries: Vec<Vec<u8>> = batch.iter().map(|(e, _)| e.clone()).collect();
+        let result = log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append_all(&entries)
+            .map_err(|e| e.to_string());
+        if result.is_ok() {
+            metrics
+                .audit_appended
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            metrics.audit_commits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tracing::error!(error = ?result, "audit append failed; nothing is released");
+        }
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
