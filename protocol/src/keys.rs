@@ -14,6 +14,7 @@ use aws_lc_rs::signature::{
     UnparsedPublicKey,
 };
 use pod_cbor::{Decoder, Encoder, Len};
+use zeroize::Zeroizing;
 
 /// SHA-256 length.
 pub const HASH_LEN: usize = 32;
@@ -361,6 +362,9 @@ impl From<pod_cbor::Error> for Error {
     }
 }
 
+/// A private scalar on its way to a key file; zeroized on drop.
+pub type Scalar = Zeroizing<Vec<u8>>;
+
 /// A user's private keys with their public bundle: what a client holds. HPKE P-256 for encryption (the
 /// default; see docs/SPEC.md for why) and ECDSA P-256 for signing.
 pub struct UserSecrets {
@@ -373,6 +377,28 @@ pub struct UserSecrets {
 }
 
 impl UserSecrets {
+    /// Keys from their two P-256 scalars (signing, decryption), as a key file stores them.
+    pub fn from_scalars(signing: &[u8], decryption: &[u8]) -> Result<Self, Error> {
+        let signing = SigningKey::from_scalar(signing)?;
+        let decryption = hpke::PrivateKey::from_scalar(decryption)?;
+        let bundle = UserKeyBundle::new(
+            EncryptionKey::HpkeP256(decryption.public_key().clone()),
+            signing.verifying_key(),
+        );
+        Ok(Self {
+            signing,
+            decryption,
+            bundle,
+        })
+    }
+
+    /// Fresh keys, with their scalars (signing, decryption) for storing; the scalars are zeroized on drop.
+    pub fn generate_exportable() -> Result<(Self, Scalar, Scalar), Error> {
+        let s = hpke::PrivateKey::generate()?.to_scalar()?;
+        let d = hpke::PrivateKey::generate()?.to_scalar()?;
+        Ok((Self::from_scalars(&s, &d)?, s, d))
+    }
+
     /// Fresh keys.
     pub fn generate() -> Result<Self, Error> {
         let signing = SigningKey::generate()?;

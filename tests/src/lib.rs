@@ -376,77 +376,71 @@ pub mod fixtures {
     }
 }
 
-/// A minimal HTTPS JSON client for the tests: one request per connection, the pod's own certificate trusted.
-pub mod https {
-    use http_body_util::{BodyExt, Full};
-    use hyper::body::Bytes;
-    use std::sync::Arc;
+/// The HTTPS client lives in `pod_client::https`; re-exported for the tests.
+pub use pod_client::https;
 
-    /// A client for `base` (`https://host:port`) trusting the PEM certificate `cacert`.
-    pub struct Client {
-        addr: String,
-        host: String,
-        tls: tokio_rustls::TlsConnector,
+/// The whole local pod, started for a test.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod local {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    /// A running `pod-proxy local`.
+    pub struct LocalPod {
+        child: Child,
+        _dir: tempfile::TempDir,
+        /// Its state directory.
+        pub state: std::path::PathBuf,
+        /// Its URL.
+        pub url: String,
     }
 
-    impl Client {
-        /// A client for the pod at `url` trusting `cacert_pem`.
-        pub fn new(url: &str, cacert_pem: &str) -> Result<Self, Box<dyn std::error::Error>> {
-            use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
-            let addr = url
-                .trim_start_matches("https://")
-                .trim_end_matches('/')
-                .to_owned();
-            let host = addr
-                .rsplit_once(':')
-                .map(|(h, _)| h.to_owned())
-                .unwrap_or_else(|| addr.clone());
-            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(cacert_pem.as_bytes()) {
-                roots.add(cert?)?;
+    impl Drop for LocalPod {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-                tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            Ok(Self {
-                addr,
-                host,
-                tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            })
+            let _ = self.child.kill();
         }
+    }
 
-        /// Sends a request; returns the status and the body parsed as JSON (or as a JSON string for text).
-        pub async fn call(
-            &self,
-            method: &str,
-            path: &str,
-            body: Option<&serde_json::Value>,
-        ) -> Result<(u16, serde_json::Value), Box<dyn std::error::Error>> {
-            let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())?;
-            let tls = self.tls.connect(name, tcp).await?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let payload = body.map(|b| b.to_string()).unwrap_or_default();
-            let req = hyper::Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", &self.host)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(payload)))?;
-            let resp = sender.send_request(req).await?;
-            let status = resp.status().as_u16();
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-            });
-            Ok((status, value))
+    /// Starts `pod-proxy local` on a free port in a temporary directory.
+    pub fn start() -> LocalPod {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("pod-data");
+        let mut child = Command::new(crate::bin("pod-proxy"))
+            .args(["local", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut url = None;
+        for _ in 0..5 {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            if let Some(rest) = line.trim().strip_prefix("export POD_URL=") {
+                url = Some(rest.split_whitespace().next().unwrap().to_owned());
+                break;
+            }
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let state = std::fs::canonicalize(&state).unwrap();
+        LocalPod {
+            child,
+            _dir: dir,
+            state,
+            url: url.expect("pod-proxy local printed the export line"),
         }
     }
 }

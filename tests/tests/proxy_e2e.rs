@@ -17,64 +17,10 @@ use pod_protocol::keys::{EncryptionKey, UserSecrets, VerifyingKey};
 use pod_protocol::membership::{Action, Room, SignedEntry, genesis_entry};
 use pod_tests::fixtures::{self, now_ms};
 use pod_tests::https::Client;
+use pod_tests::local::start;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
-
-struct LocalPod {
-    child: Child,
-    _dir: tempfile::TempDir,
-    state: std::path::PathBuf,
-    url: String,
-}
-
-impl Drop for LocalPod {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-fn start() -> LocalPod {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("pod-data");
-    let mut child = Command::new(pod_tests::bin("pod-proxy"))
-        .args(["local", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(&state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut url = None;
-    for _ in 0..5 {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        if let Some(rest) = line.trim().strip_prefix("export POD_URL=") {
-            url = Some(rest.split_whitespace().next().unwrap().to_owned());
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let state = std::fs::canonicalize(&state).unwrap();
-    LocalPod {
-        child,
-        _dir: dir,
-        state,
-        url: url.expect("pod-proxy local printed the export line"),
-    }
-}
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -98,7 +44,7 @@ async fn the_data_room_story_over_https() {
     let pod = start();
     let client = Client::new(
         &pod.url,
-        &std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap(),
+        Some(&std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap()),
     )
     .unwrap();
 

@@ -1,0 +1,353 @@
+//! `podctl`: the Secure Pod command line.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use pod_client::{PodClient, keyfile};
+use pod_protocol::membership::Action;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "podctl",
+    version,
+    about = "Use a Secure Pod: verify it, manage a data room, seal documents to it and open them through it.",
+    long_about = "Use a Secure Pod: verify it, manage a data room, seal documents to it and open them through it.\n\n\
+        Every command that talks to the pod first verifies its attestation (a fresh nonce, the pinned root and the \
+        published PCRs) and refuses a pod that does not verify, or whose key differs from the one pinned with \
+        `podctl attest`.",
+    after_help = "A local pod prints the environment to use:\n  \
+        export POD_URL=https://127.0.0.1:8443 POD_CACERT=pod-data/tls/cert.pem POD_ROOT=pod-data/mock-root.pem POD_PCRS=pod-data/pcrs.json"
+)]
+struct Cli {
+    #[command(flatten)]
+    pod: PodArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct PodArgs {
+    /// The pod's URL.
+    #[arg(long, global = true, env = "POD_URL", value_name = "URL")]
+    pod: Option<String>,
+    /// The proxy's TLS certificate (PEM), for a pod with a self-signed certificate; default: the web PKI.
+    #[arg(long, global = true, env = "POD_CACERT", value_name = "PEM")]
+    cacert: Option<PathBuf>,
+    /// The attestation root (PEM); default: the AWS Nitro Enclaves root G1.
+    #[arg(long, global = true, env = "POD_ROOT", value_name = "PEM")]
+    root: Option<PathBuf>,
+    /// The published PCR file of the pod's enclave image.
+    #[arg(long, global = true, env = "POD_PCRS", value_name = "FILE")]
+    pcrs: Option<PathBuf>,
+    /// Where the pinned pod key fingerprint is kept.
+    #[arg(
+        long,
+        global = true,
+        env = "POD_PIN",
+        value_name = "FILE",
+        default_value = "pod-pin.json"
+    )]
+    pin: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a key pair: NAME.key (private, mode 0600) and NAME.pub (give it to the room owner).
+    Keygen {
+        /// The base name of the two files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+    },
+    /// Verify the pod and pin its key (later commands refuse a different key).
+    Attest {
+        /// Replace an existing pin (after a verified key rotation).
+        #[arg(long)]
+        repin: bool,
+    },
+    /// Data rooms.
+    #[command(subcommand)]
+    Room(RoomCommand),
+    /// Encrypt a file to the pod for a room (the pod is verified first).
+    Seal {
+        /// The room id.
+        #[arg(long)]
+        room: String,
+        /// The file to seal.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the sealed document.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The document id (default: the input file's name).
+        #[arg(long)]
+        doc: Option<String>,
+    },
+    /// Open a sealed document through the pod: signed request, re-encryption for you, receipt checked, decrypted here.
+    Open {
+        /// Your key file.
+        #[arg(long, value_name = "NAME.key")]
+        key: PathBuf,
+        /// The sealed document.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Where to write the plaintext.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RoomCommand {
+    /// Create a room; prints only its id.
+    Create {
+        /// The owner's key file.
+        #[arg(long, value_name = "NAME.key")]
+        owner: PathBuf,
+    },
+    /// Grant a user access (owner or admin).
+    Grant(MemberArgs),
+    /// Revoke a user's access (owner, or admin for ordinary members).
+    Revoke(MemberArgs),
+    /// Show the room's owner, members and admins.
+    Show {
+        /// The room id.
+        #[arg(long)]
+        room: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct MemberArgs {
+    /// The key file of the owner (or an admin) signing the change.
+    #[arg(long, value_name = "NAME.key")]
+    owner: PathBuf,
+    /// The room id.
+    #[arg(long)]
+    room: String,
+    /// The user's public key file.
+    #[arg(long, value_name = "NAME.pub")]
+    user: PathBuf,
+    /// Make (or unmake, with revoke) the user an admin.
+    #[arg(long)]
+    admin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Fetch the whole audit log and verify every signature and link; non-zero exit on any gap or tampering.
+    Verify {
+        /// Print every entry.
+        #[arg(long)]
+        show: bool,
+    },
+}
+
+fn read(path: &PathBuf, what: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))
+}
+
+fn client(args: &PodArgs) -> anyhow::Result<PodClient> {
+    client_pinned(args, true)
+}
+
+fn client_pinned(args: &PodArgs, use_pin: bool) -> anyhow::Result<PodClient> {
+    let url = args
+        .pod
+        .as_deref()
+        .context("no pod: give --pod URL or set POD_URL")?;
+    let cacert = args
+        .cacert
+        .as_ref()
+        .map(|p| read(p, "--cacert"))
+        .transpose()?;
+    let root = args.root.as_ref().map(|p| read(p, "--root")).transpose()?;
+    let pcrs = read(
+        args.pcrs
+            .as_ref()
+            .context("no PCR file: give --pcrs FILE or set POD_PCRS")?,
+        "--pcrs",
+    )?;
+    let mut c = PodClient::new(url, cacert.as_deref(), root.as_deref(), &pcrs)?;
+    if let Some(text) = use_pin
+        .then(|| std::fs::read_to_string(&args.pin).ok())
+        .flatten()
+    {
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a pin file", args.pin.display()))?;
+        let fpr = v
+            .get("pod_key_fingerprint")
+            .and_then(|f| f.as_str())
+            .and_then(|f| hex::decode(f).ok())
+            .and_then(|f| <[u8; 32]>::try_from(f).ok())
+            .with_context(|| format!("{} has no pod_key_fingerprint", args.pin.display()))?;
+        c.pin(fpr);
+    }
+    Ok(c)
+}
+
+fn room_id(text: &str) -> anyhow::Result<[u8; 32]> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .with_context(|| format!("{text:?} is not a room id (64 hex digits)"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen { out } => {
+            let secrets = keyfile::generate(&out)?;
+            println!(
+                "wrote {} and {}",
+                out.with_extension("key").display(),
+                out.with_extension("pub").display()
+            );
+            println!("user id {}", hex::encode(secrets.bundle.id()));
+        }
+        Command::Attest { repin } => {
+            let pod = client_pinned(&cli.pod, !repin)?.attest().await?;
+            let fpr = hex::encode(pod.fingerprint);
+            std::fs::write(
+                &cli.pod.pin,
+                serde_json::json!({"pod_key_fingerprint": fpr}).to_string(),
+            )
+            .with_context(|| format!("writing {}", cli.pod.pin.display()))?;
+            println!(
+                "pod verified: attestation signed by the pinned root, PCRs match, nonce fresh"
+            );
+            println!("pod key   {fpr} (pinned in {})", cli.pod.pin.display());
+            println!("config    {}", hex::encode(&pod.config_hash));
+        }
+        Command::Room(RoomCommand::Create { owner }) => {
+            let owner = keyfile::read_key(&owner)?;
+            let c = client(&cli.pod)?;
+            c.attest().await?;
+            println!("{}", hex::encode(c.create_room(&owner).await?));
+        }
+        Command::Room(cmd @ (RoomCommand::Grant(_) | RoomCommand::Revoke(_))) => {
+            let (grant, m) = match cmd {
+                RoomCommand::Grant(m) => (true, m),
+                RoomCommand::Revoke(m) => (false, m),
+                _ => bail!("unreachable"),
+            };
+            let by = keyfile::read_key(&m.owner)?;
+            let user = keyfile::parse_public(&read(&m.user, "--user")?)?;
+            let room = room_id(&m.room)?;
+            let c = client(&cli.pod)?;
+            c.attest().await?;
+            let (action, subject) = match (grant, m.admin) {
+                (true, false) => (Action::Grant, user.as_bytes().to_vec()),
+                (true, true) => (Action::AddAdmin, user.as_bytes().to_vec()),
+                (false, false) => (Action::Revoke, user.id().to_vec()),
+                (false, true) => (Action::RemoveAdmin, user.id().to_vec()),
+            };
+            let seq = c.change(&room, &by, action, subject).await?;
+            println!(
+                "{action:?} {} (membership log entry {seq})",
+                hex::encode(user.id())
+            );
+        }
+        Command::Room(RoomCommand::Show { room }) => {
+            let c = client(&cli.pod)?;
+            let r = c.room(&room_id(&room)?).await?;
+            println!("room    {}", hex::encode(r.id()));
+            println!("owner   {}", hex::encode(r.owner().id()));
+            println!(
+                "log     {} entries, head {}",
+                r.seq() + 1,
+                hex::encode(r.head())
+            );
+            println!("members {}", r.member_count());
+        }
+        Command::Seal {
+            room,
+            input,
+            out,
+            doc,
+        } => {
+            let plaintext =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let doc = doc.unwrap_or_else(|| {
+                input
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            let c = client(&cli.pod)?;
+            let sealed = c.seal(&room_id(&room)?, doc.as_bytes(), &plaintext).await?;
+            std::fs::write(&out, &sealed).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "sealed {} ({} bytes) to the verified pod key as {doc:?} → {}",
+                input.display(),
+                plaintext.len(),
+                out.display()
+            );
+        }
+        Command::Open { key, input, out } => {
+            let user = keyfile::read_key(&key)?;
+            let sealed =
+                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
+            let c = client(&cli.pod)?;
+            let plain = c.open(&user, &sealed).await?;
+            std::fs::write(&out, &plain).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "opened {} ({} bytes, receipt verified) → {}",
+                input.display(),
+                plain.len(),
+                out.display()
+            );
+        }
+        Command::Audit(AuditCommand::Verify { show }) => {
+            let c = client(&cli.pod)?;
+            let (entries, summary) = c.audit().await?;
+            if show {
+                for e in &entries {
+                    println!(
+                        "{:>6} {} user {}… room {}… doc {:?} {:?}: {}",
+                        e.seq,
+                        e.time_ms,
+                        hex::encode(&e.user[..4]),
+                        hex::encode(&e.room[..4]),
+                        String::from_utf8_lossy(&e.doc),
+                        e.decision,
+                        e.reason
+                    );
+                }
+            }
+            let refused = entries
+                .iter()
+                .filter(|e| e.decision != pod_protocol::audit::Decision::Allow)
+                .count();
+            println!(
+                "audit log verified: {} entries ({refused} refused or alerts), every signature and link intact, head {}",
+                summary.entries,
+                hex::encode(summary.head)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("podctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The Secure Pod client: what `podctl` does, as a library the tests and other tools use.
+//!
+//! Every operation that sends anything to the pod first verifies the pod's attestation with a fresh nonce (against
+//! a pinned root and the published PCRs) and takes the pod key and the receipt key from the verified document; a
+//! pod key that differs from the one pinned earlier is refused.
+
+#![forbid(unsafe_code)]
+
+pub mod https;
+pub mod keyfile;
+
+use attestation_verifier::{ExpectedPcrs, Policy, UnixTime, Verifier};
+use base64::Engine as _;
+use pod_protocol::audit;
+use pod_protocol::envelope::{self, Kind, UnwrapKey};
+use pod_protocol::hpke;
+use pod_protocol::keys::{
+    EncryptionKey, HASH_LEN, UserKeyBundle, UserSecrets, VerifyingKey, fingerprint,
+};
+use pod_protocol::membership::{Action, Room, SignedEntry, genesis_entry};
+use pod_protocol::request::{Operation, Request, SignedRequest};
+use serde_json::{Value, json};
+
+/// Client errors, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The pod could not be reached.
+    #[error("cannot reach the pod at {url}: {detail}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The pod's attestation does not verify: do not trust it.
+    #[error("the pod's attestation does not verify, refusing to trust it: {0}")]
+    Attestation(attestation_verifier::Error),
+    /// The pod key changed since it was pinned.
+    #[error(
+        "the pod key changed since it was pinned ({pinned} → {now}); if the operator rotated it, verify the announcement and pin again with `podctl attest --repin`"
+    )]
+    PinMismatch {
+        /// The pinned fingerprint.
+        pinned: String,
+        /// The fingerprint now.
+        now: String,
+    },
+    /// The pod answered with an error.
+    #[error("the pod refused ({status} {code}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// A local file or format problem.
+    #[error("{0}")]
+    Local(String),
+    /// A protocol check failed (a receipt that does not match, a malformed answer).
+    #[error("the pod's answer does not check out: {0}")]
+    Integrity(String),
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn unb64(v: &Value, field: &str) -> Result<Vec<u8>, ClientError> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| ClientError::Integrity(format!("`{field}` missing or not base64")))
+}
+
+/// What a verified attestation gave us.
+#[derive(Debug, Clone)]
+pub struct VerifiedPod {
+    /// The pod key.
+    pub pod_key: hpke::PublicKey,
+    /// Its fingerprint.
+    pub fingerprint: [u8; HASH_LEN],
+    /// The receipt key.
+    pub receipt_key: VerifyingKey,
+    /// The configuration hash the pod attests.
+    pub config_hash: Vec<u8>,
+}
+
+/// A connection to a pod.
+pub struct PodClient {
+    http: https::Client,
+    url: String,
+    verifier: Verifier,
+    pcrs: ExpectedPcrs,
+    pinned: Option<[u8; HASH_LEN]>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl PodClient {
+    /// A client for the pod at `url`. `cacert_pem` is the proxy's TLS certificate (for a self-signed local pod;
+    /// `None` uses the web PKI), `root_pem` the attestation root (`None`: the AWS Nitro root), `pcrs_json` the
+    /// published PCR file.
+    pub fn new(
+        url: &str,
+        cacert_pem: Option<&str>,
+        root_pem: Option<&str>,
+        pcrs_json: &str,
+    ) -> Result<Self, ClientError> {
+        let verifier = match root_pem {
+            Some(p) => Verifier::with_root_pem(p)
+                .map_err(|e| ClientError::Local(format!("--root: {e}")))?,
+            None => Verifier::aws_nitro(),
+        };
+        let pcrs = ExpectedPcrs::from_json(pcrs_json)
+            .map_err(|e| ClientError::Local(format!("--pcrs: {e}")))?;
+        Ok(Self {
+            http: https::Client::new(url, cacert_pem)
+                .map_err(|e| ClientError::Local(format!("--cacert: {e}")))?,
+            url: url.to_owned(),
+            verifier,
+            pcrs,
+            pinned: None,
+        })
+    }
+
+    /// Refuse any pod key but this one from now on.
+    pub fn pin(&mut self, fingerprint: [u8; HASH_LEN]) {
+        self.pinned = Some(fingerprint);
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let (status, v) =
+            self.http
+                .call(method, path, body)
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: self.url.clone(),
+                    detail: e.to_string(),
+                })?;
+        if status >= 400 {
+            return Err(ClientError::Refused {
+                status,
+                code: v
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_owned(),
+                message: v
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// Verifies the pod with a fresh nonce; returns its keys.
+    pub async fn attest(&self) -> Result<VerifiedPod, ClientError> {
+        let mut nonce = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| ClientError::Local("no randomness".into()))?;
+        let v = self
+            .call(
+                "GET",
+                &format!("/pod/attestation?nonce={}", hex::encode(nonce)),
+                None,
+            )
+            .await?;
+        let doc = unb64(&v, "document")?;
+        let policy = Policy::new(self.pcrs.clone())
+            .map_err(ClientError::Attestation)?
+            .nonce(nonce.to_vec())
+            .max_age(std::time::Duration::from_secs(300));
+        let verified = self
+            .verifier
+            .verify(&doc, &policy, UnixTime::from_millis(now_ms()))
+            .map_err(ClientError::Attestation)?;
+        let spki = verified
+            .public_key()
+            .ok_or_else(|| ClientError::Integrity("the attestation binds no pod key".into()))?;
+        let pod_key = hpke::PublicKey::from_spki_der(spki)
+            .map_err(|e| ClientError::Integrity(e.to_string()))?;
+        let fpr = fingerprint(spki);
+        if let Some(pinned) = self.pinned {
+            if pinned != fpr {
+                return Err(ClientError::PinMismatch {
+                    pinned: hex::encode(pinned),
+                    now: hex::encode(fpr),
+                });
+            }
+        }
+        let mut d = pod_cbor::Decoder::new(verified.user_data().unwrap_or_default());
+        let (receipt, config) = (|| -> Result<(Vec<u8>, Vec<u8>), pod_cbor::Error> {
+            d.array()?;
+            Ok((d.bytes()?.to_vec(), d.bytes()?.to_vec()))
+        })()
+        .map_err(|_| {
+            ClientError::Integrity(
+                "the attestation's user_data is not [receipt key, config hash]".into(),
+            )
+        })?;
+        Ok(VerifiedPod {
+            pod_key,
+            fingerprint: fpr,
+            receipt_key: VerifyingKey::from_spki_der(&receipt)
+                .map_err(|e| ClientError::Integrity(e.to_string()))?,
+            config_hash: config,
+        })
+    }
+
+    /// Creates a room owned by `owner`; returns its id.
+    pub async fn create_room(&self, owner: &UserSecrets) -> Result<[u8; HASH_LEN], ClientError> {
+        let genesis = SignedEntry::sign(genesis_entry(&owner.bundle, now_ms()), &owner.signing)
+            .map_err(|e| ClientError::Local(e.to_string()))?;
+        let v = self
+            .call(
+                "POST",
+                "/rooms",
+                Some(&json!({"entry": b64(genesis.as_bytes())})),
+            )
+            .await?;
+        let id = hex::decode(v.get("room_id").and_then(Value::as_str).unwrap_or_default())
+            .ok()
+            .and_then(|b| <[u8; HASH_LEN]>::try_from(b).ok())
+            .ok_or_else(|| ClientError::Integrity("no room id".into()))?;
+        if id != genesis.hash() {
+            return Err(ClientError::Integrity(
+                "the room id is not the hash of our genesis entry".into(),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// The room as its log says now (every entry verified).
+    pub async fn room(&self, room: &[u8; HASH_LEN]) -> Result<Room, ClientError> {
+        let v = self
+            .call("GET", &format!("/rooms/{}/log", hex::encode(room)), None)
+            .await?;
+        let entries = v
+            .get("entries")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ClientError::Integrity("no entries".into()))?
+            .iter()
+            .map(|e| {
+                let bytes = e
+                    .as_str()
+                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                    .ok_or_else(|| ClientError::Integrity("entry not base64".into()))?;
+                SignedEntry::parse(&bytes).map_err(|e| ClientError::Integrity(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let replayed = Room::replay(&entries)
+            .map_err(|e| ClientError::Integrity(format!("the room's log does not verify: {e}")))?;
+        if replayed.id() != room {
+            return Err(ClientError::Integrity("the log is for another room".into()));
+        }
+        Ok(replayed)
+    }
+
+    /// The owner (or an admin) grants, revokes, adds or removes an admin.
+    pub async fn change(
+        &self,
+        room_id: &[u8; HASH_LEN],
+        by: &UserSecrets,
+        action: Action,
+        subject: Vec<u8>,
+    ) -> Result<u64, ClientError> {
+        let room = self.room(room_id).await?;
+        let entry = SignedEntry::sign(
+            room.next_entry(action, subject, now_ms(), *by.bundle.id()),
+            &by.signing,
+        )
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+        let v = self
+            .call(
+                "POST",
+                &format!("/rooms/{}/entries", hex::encode(room_id)),
+                Some(&json!({"entry": b64(entry.as_bytes())})),
+            )
+            .await?;
+        Ok(v.get("seq").and_then(Value::as_u64).unwrap_or_default())
+    }
+
+    /// Seals `plaintext` to the verified pod key for `room`/`doc`.
+    pub async fn seal(
+        &self,
+        room: &[u8; HASH_LEN],
+        doc: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let pod = self.attest().await?;
+        envelope::seal(
+            Kind::SealedToPod,
+            room,
+            doc,
+            &EncryptionKey::HpkeP256(pod.pod_key),
+            plaintext,
+        )
+        .map_err(|e| ClientError::Local(e.to_string()))
+    }
+
+    /// Opens a sealed document through the pod as `user`: signed request, re-encrypt, receipt checked, decrypted
+    /// here.
+    pub async fn open(&self, user: &UserSecrets, sealed: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let pod = self.attest().await?;
+        let (header, _) = envelope::read_header(sealed)
+            .map_err(|e| ClientError::Local(format!("not a sealed document: {e}")))?
+            .ok_or_else(|| ClientError::Local("the sealed document is truncated".into()))?;
+        let mut nonce = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| ClientError::Local("no randomness".into()))?;
+        let request = SignedRequest::sign(
+            Request {
+                op: Operation::ReEncrypt,
+                room: *header.room(),
+                doc: header.doc().to_vec(),
+                header_hash: header.hash(),
+                user: *user.bundle.id(),
+                nonce,
+                issued_at_ms: now_ms(),
+                pod_key: pod.fingerprint,
+            },
+            &user.signing,
+        )
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+        let spki = user.bundle.encryption_key().to_spki_der();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            b64(&spki)
+        );
+        let v = self
+            .call(
+                "POST",
+                "/pod/re-encrypt",
+                Some(&json!({"encrypted_blob": b64(sealed), "user_public_key": pem, "auth_token": b64(request.as_bytes())})),
+            )
+            .await?;
+        let document = unb64(&v, "re_encrypted_content")?;
+        let receipt = audit::Receipt::parse_verified(&unb64(&v, "receipt")?, &pod.receipt_key)
+            .map_err(|_| {
+                ClientError::Integrity("the receipt is not signed by the attested pod".into())
+            })?;
+        let (user_header, _) = envelope::read_header(&document)
+            .ok()
+            .flatten()
+            .ok_or_else(|| ClientError::Integrity("malformed re-encrypted document".into()))?;
+        if receipt.request_hash != request.hash()
+            || receipt.response_header_hash != user_header.hash()
+        {
+            return Err(ClientError::Integrity(
+                "the receipt does not name this request and this response".into(),
+            ));
+        }
+        let (_, plain) =
+            envelope::open(&document, UnwrapKey::Hpke(&user.decryption)).map_err(|e| {
+                ClientError::Integrity(format!("the re-encrypted copy does not open: {e}"))
+            })?;
+        Ok(plain.to_vec())
+    }
+
+    /// Fetches and verifies the whole audit log; returns the entries.
+    pub async fn audit(&self) -> Result<(Vec<audit::Entry>, audit::LogSummary), ClientError> {
+        let pod = self.attest().await?;
+        let mut raw = Vec::new();
+        loop {
+            let v = self
+                .call("GET", &format!("/audit?from={}", raw.len()), None)
+                .await?;
+            let batch = v
+                .get("entries")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                raw.push(
+                    e.as_str()
+                        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                        .ok_or_else(|| ClientError::Integrity("audit entry not base64".into()))?,
+                );
+            }
+        }
+        let summary = audit::verify_log(&raw, &pod.receipt_key, &[], &[])
+            .map_err(|e| ClientError::Integrity(e.to_string()))?;
+        let entries = raw
+            .iter()
+            .filter_map(|b| audit::SignedEntry::parse_verified(b, &pod.receipt_key).ok())
+            .map(|e| e.entry().clone())
+            .collect();
+        Ok((entries, summary))
+    }
+}
+
+/// A user's public bundle from a `.pub` file.
+pub fn read_public(text: &str) -> Result<UserKeyBundle, ClientError> {
+    keyfile::parse_public(text)
+}

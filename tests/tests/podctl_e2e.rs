@@ -1,0 +1,180 @@
+//! The README's walkthrough, command by command: keygen → attest → room → grant → seal → open → revoke → audit,
+//! with podctl against `pod-proxy local`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use pod_tests::local::start;
+use std::process::{Command, Output};
+
+struct Podctl<'a> {
+    pod: &'a pod_tests::local::LocalPod,
+    dir: std::path::PathBuf,
+}
+
+impl Podctl<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        let s = &self.pod.state;
+        Command::new(pod_tests::bin("podctl"))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("POD_URL", &self.pod.url)
+            .env("POD_CACERT", s.join("tls/cert.pem"))
+            .env("POD_ROOT", s.join("mock-root.pem"))
+            .env("POD_PCRS", s.join("pcrs.json"))
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "podctl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+#[test]
+fn the_readme_walkthrough_works() {
+    let pod = start();
+    let work = tempfile::tempdir().unwrap();
+    let p = Podctl {
+        pod: &pod,
+        dir: work.path().to_path_buf(),
+    };
+    for name in ["owner", "alice", "bob"] {
+        p.ok(&["keygen", "--out", name]);
+    }
+    assert!(p.ok(&["attest"]).contains("pod verified"));
+    let room = p
+        .ok(&["room", "create", "--owner", "owner.key"])
+        .trim()
+        .to_owned();
+    assert_eq!(room.len(), 64, "only the room id on stdout: {room:?}");
+    p.ok(&[
+        "room",
+        "grant",
+        "--owner",
+        "owner.key",
+        "--room",
+        &room,
+        "--user",
+        "alice.pub",
+    ]);
+    p.ok(&[
+        "room",
+        "grant",
+        "--owner",
+        "owner.key",
+        "--room",
+        &room,
+        "--user",
+        "bob.pub",
+    ]);
+    std::fs::write(work.path().join("term-sheet.txt"), b"Series A term sheet").unwrap();
+    p.ok(&[
+        "seal",
+        "--room",
+        &room,
+        "--in",
+        "term-sheet.txt",
+        "--out",
+        "term-sheet.pod",
+    ]);
+    p.ok(&[
+        "open",
+        "--key",
+        "bob.key",
+        "--in",
+        "term-sheet.pod",
+        "--out",
+        "bob.txt",
+    ]);
+    assert_eq!(
+        std::fs::read(work.path().join("bob.txt")).unwrap(),
+        b"Series A term sheet"
+    );
+
+    p.ok(&[
+        "room",
+        "revoke",
+        "--owner",
+        "owner.key",
+        "--room",
+        &room,
+        "--user",
+        "bob.pub",
+    ]);
+    let refused = p.run(&[
+        "open",
+        "--key",
+        "bob.key",
+        "--in",
+        "term-sheet.pod",
+        "--out",
+        "bob2.txt",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not_a_member"));
+    assert!(!work.path().join("bob2.txt").exists());
+    p.ok(&[
+        "open",
+        "--key",
+        "alice.key",
+        "--in",
+        "term-sheet.pod",
+        "--out",
+        "alice.txt",
+    ]);
+
+    let audit = p.ok(&["audit", "verify", "--show"]);
+    assert!(
+        audit.contains("audit log verified: 3 entries (1 refused"),
+        "{audit}"
+    );
+    assert!(audit.contains("not a member"));
+
+    // Alice cannot change the room.
+    let o = p.run(&[
+        "room",
+        "grant",
+        "--owner",
+        "alice.key",
+        "--room",
+        &room,
+        "--user",
+        "bob.pub",
+    ]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn a_pod_with_other_pcrs_is_refused_before_anything_is_sent() {
+    let pod = start();
+    let work = tempfile::tempdir().unwrap();
+    let p = Podctl {
+        pod: &pod,
+        dir: work.path().to_path_buf(),
+    };
+    let wrong = work.path().join("wrong-pcrs.json");
+    std::fs::write(&wrong, format!(r#"{{"PCR0": "{}"}}"#, "ab".repeat(48))).unwrap();
+    let o = p.run(&["--pcrs", wrong.to_str().unwrap(), "attest"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("PCR0 does not match"));
+    // A pinned key that changed is refused too.
+    std::fs::write(
+        work.path().join("pod-pin.json"),
+        format!(r#"{{"pod_key_fingerprint": "{}"}}"#, "00".repeat(32)),
+    )
+    .unwrap();
+    p.ok(&["keygen", "--out", "owner"]);
+    let o = p.run(&["room", "create", "--owner", "owner.key"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pod key changed since it was pinned"));
+}
