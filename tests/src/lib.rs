@@ -413,10 +413,23 @@ pub mod local {
 
     /// Starts `pod-proxy local` on a free port in a temporary directory.
     pub fn start() -> LocalPod {
+        start_with(&[])
+    }
+
+    impl LocalPod {
+        /// The `pod-proxy` process id.
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+    }
+
+    /// [`start`] with extra environment for the pod's processes (e.g. the enclave's budget variables).
+    pub fn start_with(env: &[(&str, &str)]) -> LocalPod {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("pod-data");
         let mut child = Command::new(crate::bin("pod-proxy"))
             .args(["local", "--listen", "127.0.0.1:0", "--state-dir"])
+            .envs(env.iter().copied())
             .arg(&state)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

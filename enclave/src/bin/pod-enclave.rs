@@ -100,15 +100,30 @@ struct ServeArgs {
     frame_timeout_secs: u64,
 
     /// Decryptions per user per room, `HOURLY/DAILY`.
-    #[arg(long, value_name = "H/D", default_value = "200/1000")]
+    #[arg(
+        long,
+        value_name = "H/D",
+        default_value = "200/1000",
+        env = "POD_BUDGET_USER_ROOM"
+    )]
     budget_user_room: String,
 
     /// Decryptions per room, `HOURLY/DAILY`.
-    #[arg(long, value_name = "H/D", default_value = "5000/50000")]
+    #[arg(
+        long,
+        value_name = "H/D",
+        default_value = "5000/50000",
+        env = "POD_BUDGET_ROOM"
+    )]
     budget_room: String,
 
     /// Decryptions for the whole pod, `HOURLY/DAILY`.
-    #[arg(long, value_name = "H/D", default_value = "500000/5000000")]
+    #[arg(
+        long,
+        value_name = "H/D",
+        default_value = "500000/5000000",
+        env = "POD_BUDGET_GLOBAL"
+    )]
     budget_global: String,
 
     /// How old a request may be, in seconds.

@@ -1,0 +1,184 @@
+//! A load generator for the local pod: requests per second, p50 and p99 of `POST /pod/re-encrypt` for 1 KiB and
+//! 1 MiB documents at several concurrencies, and the peak memory of the proxy and the enclave.
+//!
+//! ```sh
+//! cargo build --release --bins && target/release/pod-load --seconds 10 --clients 1,16,64
+//! ```
+//!
+//! It starts its own `pod-proxy local` (budgets lifted through the enclave's environment), creates a room with one
+//! member, seals the documents once, then keeps `clients` concurrent HTTPS clients busy for `seconds` per case.
+//! Every request is a fresh signed request; every answer must be 200 (anything else is counted and reported).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use base64::Engine as _;
+use pod_protocol::envelope::{self, Kind};
+use pod_protocol::keys::EncryptionKey;
+use pod_tests::fixtures::{self, RoomFixture};
+use pod_tests::https::Client;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn vm_hwm_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn pid_of(pattern: &str) -> String {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let mut seconds = 10u64;
+    let mut clients = vec![1usize, 16, 64];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--seconds N")
+            }
+            "--clients" => {
+                clients = args
+                    .next()
+                    .expect("--clients 1,16,64")
+                    .split(',')
+                    .map(|c| c.parse().expect("a number"))
+                    .collect()
+            }
+            other => panic!("unknown argument {other}; use --seconds N --clients 1,16,64"),
+        }
+    }
+    // Budgets lifted for the measurement (0 means no limit); the variables reach the enclave through
+    // `pod-proxy local`.
+    let pod = pod_tests::local::start_with(&[
+        ("POD_BUDGET_USER_ROOM", "0/0"),
+        ("POD_BUDGET_ROOM", "0/0"),
+        ("POD_BUDGET_GLOBAL", "0/0"),
+    ]);
+    let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
+    let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
+    let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
+    let pc = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs).unwrap();
+    let verified = pc.attest().await.unwrap();
+    let room = RoomFixture::new().unwrap();
+    let id = pc.create_room(&room.owner).await.unwrap();
+    let room_hex = hex::encode(id);
+    let client = Arc::new(Client::new(&pod.url, Some(&cacert)).unwrap());
+    for e in &room.log[1..] {
+        let (s, _) = client
+            .call(
+                "POST",
+                &format!("/rooms/{room_hex}/entries"),
+                Some(&json!({"entry": b64(e.as_bytes())})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 200);
+    }
+    let member = Arc::new(room.member);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        b64(&member.bundle.encryption_key().to_spki_der())
+    );
+    let proxy_pid = pod.pid().to_string();
+    let enclave_pid = pid_of(&format!("{}/enclave.sock", pod.state.display()));
+
+    println!(
+        "{:>8} {:>8} {:>10} {:>10} {:>10} {:>8}",
+        "size", "clients", "req/s", "p50 ms", "p99 ms", "errors"
+    );
+    for (size, name) in [(1024usize, "1KiB"), (1 << 20, "1MiB")] {
+        let plain = vec![0x5au8; size];
+        let sealed = Arc::new(
+            envelope::seal(
+                Kind::SealedToPod,
+                &id,
+                b"load",
+                &EncryptionKey::HpkeP256(verified.pod_key.clone()),
+                &plain,
+            )
+            .unwrap(),
+        );
+        for &n in &clients {
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut tasks = Vec::new();
+            for _ in 0..n {
+                let (client, member, sealed, pem, key) = (
+                    client.clone(),
+                    member.clone(),
+                    sealed.clone(),
+                    pem.clone(),
+                    verified.pod_key.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut errors = 0u64;
+                    let (header, _) = envelope::read_header(&sealed).unwrap().unwrap();
+                    while Instant::now() < deadline {
+                        let token = fixtures::request(&member, &id, &header, &key).unwrap();
+                        let body = json!({"encrypted_blob": b64(&sealed), "user_public_key": pem, "auth_token": b64(token.as_bytes())});
+                        let t = Instant::now();
+                        match client.call("POST", "/pod/re-encrypt", Some(&body)).await {
+                            Ok((200, _)) => lat.push(t.elapsed()),
+                            _ => errors += 1,
+                        }
+                    }
+                    (lat, errors)
+                }));
+            }
+            let mut all = Vec::new();
+            let mut errors = 0;
+            for t in tasks {
+                let (l, e) = t.await.unwrap();
+                all.extend(l);
+                errors += e;
+            }
+            all.sort();
+            let pct = |p: f64| {
+                all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .unwrap_or(0.0)
+            };
+            println!(
+                "{name:>8} {n:>8} {:>10.1} {:>10.2} {:>10.2} {errors:>8}",
+                all.len() as f64 / seconds as f64,
+                pct(0.50),
+                pct(0.99)
+            );
+        }
+    }
+    println!(
+        "peak memory: proxy {} KiB, enclave {} KiB",
+        vm_hwm_kib(&proxy_pid),
+        vm_hwm_kib(&enclave_pid)
+    );
+}
