@@ -144,7 +144,7 @@ fn bench(c: &mut Criterion) {
                         hash: pending.hash(),
                     })
                     .unwrap();
-                    let Outcome::Released(mut r) = pending.release(&pod).unwrap() else {
+                    let Outcome::Released(mut r) = pending.release(&mut pod).unwrap() else {
                         panic!("refused")
                     };
                     let mut buf = Vec::with_capacity(stream::SEALED_CHUNK_SIZE);

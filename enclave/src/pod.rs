@@ -28,7 +28,7 @@ use pod_protocol::membership::{Room, SignedEntry};
 use pod_protocol::request::{Operation, SignedRequest};
 use pod_protocol::stream::{Opener, Sealer};
 use pod_protocol::{Error as ProtocolError, hpke};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// The version string bound into attestation documents (through the configuration hash).
@@ -392,9 +392,9 @@ impl Pending {
         matches!(self.outcome, PendingOutcome::Refuse(_))
     }
 
-    /// The outcome, once `pod` has seen this entry acknowledged.
-    pub fn release(self, pod: &Pod) -> Result<Outcome, PodError> {
-        if pod.durable_through.is_none_or(|d| d < self.seq) {
+    /// The outcome, once `pod` has seen this very entry acknowledged.
+    pub fn release(self, pod: &mut Pod) -> Result<Outcome, PodError> {
+        if !pod.acked.remove(&self.seq) {
             return Err(PodError::AuditNotDurable);
         }
         Ok(match self.outcome {
@@ -420,7 +420,7 @@ pub struct Pod {
     next_seq: u64,
     prev_hash: [u8; HASH_LEN],
     unacked: BTreeMap<u64, [u8; HASH_LEN]>,
-    durable_through: Option<u64>,
+    acked: BTreeSet<u64>,
     audit_resumed: bool,
     sealed_reason: Option<String>,
 }
@@ -440,7 +440,7 @@ impl Pod {
             next_seq: 0,
             prev_hash: [0; HASH_LEN],
             unacked: BTreeMap::new(),
-            durable_through: None,
+            acked: BTreeSet::new(),
             audit_resumed: false,
             sealed_reason: None,
         }
@@ -541,17 +541,16 @@ impl Pod {
             None => {
                 self.next_seq = 0;
                 self.prev_hash = [0; HASH_LEN];
-                self.durable_through = None;
             }
             Some(bytes) => {
                 let e = audit::SignedEntry::parse_verified(bytes, &key)
                     .map_err(PodError::AuditResume)?;
                 self.next_seq = e.entry().seq.saturating_add(1);
                 self.prev_hash = e.hash();
-                self.durable_through = Some(e.entry().seq);
             }
         }
         self.unacked.clear();
+        self.acked.clear();
         self.audit_resumed = true;
         Ok(())
     }
@@ -615,7 +614,15 @@ impl Pod {
             return Err(PodError::AuditNotResumed);
         }
         if self.unacked.len() >= self.config.max_pending_audit {
-            return Err(PodError::AuditBacklog);
+            // The oldest entry's request was abandoned (its conversation died before the acknowledgement). Forget
+            // it: its Pending can then never be released, which is the safe side.
+            if let Some((&oldest, _)) = self.unacked.iter().next() {
+                tracing::warn!(
+                    seq = oldest,
+                    "audit entry never acknowledged; its request will not be released"
+                );
+                self.unacked.remove(&oldest);
+            }
         }
         let now = self.clock.now_ms();
         let request = SignedRequest::parse(signed_request).ok();
@@ -754,15 +761,19 @@ impl Pod {
         Ok((new_header, Transcryptor { opener, sealer }))
     }
 
-    /// Records the parent's acknowledgement that entries up to `ack.seq` are durable.
+    /// Records the parent's acknowledgement that the entry `ack.seq` is durable.
     pub fn audit_durable(&mut self, ack: &AuditAck) -> Result<(), PodError> {
+        // Each conversation acknowledges its own entry; they may arrive in any order.
         match self.unacked.get(&ack.seq) {
             Some(h) if *h == ack.hash => {}
             _ => return Err(PodError::AuditAckMismatch),
         }
-        // Entries are appended in order, so durability of one implies durability of those before it.
-        self.unacked = self.unacked.split_off(&ack.seq.saturating_add(1));
-        self.durable_through = Some(self.durable_through.map_or(ack.seq, |d| d.max(ack.seq)));
+        self.unacked.remove(&ack.seq);
+        if self.acked.len() >= self.config.max_pending_audit {
+            // Acknowledged but never released (the conversation died after the acknowledgement).
+            self.acked.pop_first();
+        }
+        self.acked.insert(ack.seq);
         Ok(())
     }
 

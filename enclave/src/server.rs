@@ -454,7 +454,7 @@ async fn re_encrypt<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let outcome = {
         let mut p = lock(pod);
         p.audit_durable(&AuditAck { seq, hash })
-            .and_then(|()| pending.release(&p))
+            .and_then(|()| pending.release(&mut p))
     };
     let mut release = match outcome {
         Err(e) => return write_frame(w, id, kind::ERROR, &error_body(&e)).await,

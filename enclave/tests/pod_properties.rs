@@ -144,7 +144,7 @@ impl World {
             .re_encrypt(request.as_bytes(), &sealed[..body_start])
             .unwrap();
         let pending = self.store_and_ack(pending);
-        match pending.release(&self.pod).unwrap() {
+        match pending.release(&mut self.pod).unwrap() {
             Outcome::Refused(r) => Err(r),
             Outcome::Released(mut release) => {
                 self.receipts.push(
@@ -332,7 +332,7 @@ fn replayed_expired_future_forged_and_misdirected_requests_are_refused() {
     let pending = w.pod.re_encrypt(b"\x00garbage", &sealed[..start]).unwrap();
     let pending = w.store_and_ack(pending);
     assert!(matches!(
-        pending.release(&w.pod).unwrap(),
+        pending.release(&mut w.pod).unwrap(),
         Outcome::Refused(Refusal::Malformed)
     ));
     w.verify_audit();
@@ -446,7 +446,7 @@ fn nothing_is_released_before_the_audit_entry_is_acknowledged() {
     // Not acknowledged: no release.
     let seq = pending.seq();
     let hash = pending.hash();
-    let pending = match pending.release(&w.pod) {
+    let pending = match pending.release(&mut w.pod) {
         Err(PodError::AuditNotDurable) => {
             // Re-decide: release consumed the pending value, as it must not be retried without the entry.
             let again = w.request(&alice, &room, &sealed);
@@ -464,7 +464,7 @@ fn nothing_is_released_before_the_audit_entry_is_acknowledged() {
         }),
         Err(PodError::AuditAckMismatch)
     ));
-    // Acknowledging the later entry covers the earlier one (entries are stored in order).
+    // Each entry is acknowledged by itself; the abandoned first one stays unreleasable.
     assert_eq!(pending.seq(), seq + 1);
     let _ = hash;
     w.pod
@@ -474,7 +474,7 @@ fn nothing_is_released_before_the_audit_entry_is_acknowledged() {
         })
         .unwrap();
     assert!(matches!(
-        pending.release(&w.pod).unwrap(),
+        pending.release(&mut w.pod).unwrap(),
         Outcome::Released(_)
     ));
 }
@@ -495,7 +495,7 @@ fn truncated_or_reordered_chunks_are_refused_by_the_transcryptor() {
         let req = w.request(&alice, &room, &sealed);
         let pending = w.pod.re_encrypt(req.as_bytes(), &sealed[..start]).unwrap();
         let pending = w.store_and_ack(pending);
-        let Outcome::Released(mut r) = pending.release(&w.pod).unwrap() else {
+        let Outcome::Released(mut r) = pending.release(&mut w.pod).unwrap() else {
             panic!("refused")
         };
         let order: Vec<(usize, bool)> = match attempt {

@@ -94,7 +94,7 @@ fn pem_der(pem: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 async fn route(
-    parent: &Parent,
+    parent: &Arc<Parent>,
     method: &Method,
     path: &str,
     query: &str,
@@ -156,7 +156,13 @@ async fn route(
             // The user's registered key must be the one named: the request names the user by id, and the pod checks
             // membership; here the proxy checks the caller's claim against the registered bundle in the room log.
             check_registered_key(parent, &token, &user_spki)?;
-            let (document, receipt) = parent.re_encrypt(&token, &blob).await?;
+            // The conversation with the enclave runs in its own task: a client that disconnects mid-way must not
+            // cancel it between the enclave's audit entry and its storage.
+            let p = parent.clone();
+            let (document, receipt) =
+                tokio::spawn(async move { p.re_encrypt(&token, &blob).await })
+                    .await
+                    .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))??;
             let (header, _) = pod_protocol::envelope::read_header(&document)
                 .ok()
                 .flatten()

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// How the parent obtains the pod key from KMS, through the enclave.
 #[derive(Debug, Clone)]
@@ -93,7 +93,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-type AuditJob = (Vec<u8>, oneshot::Sender<Result<(), String>>);
+/// Where the writer answers a conversation: durable, or why not.
+type AuditReply = oneshot::Sender<Result<(), String>>;
+type AuditJob = (u64, Vec<u8>, AuditReply);
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -115,7 +117,7 @@ pub struct Parent {
     config: ParentConfig,
     enclave: EnclaveClient,
     audit: Arc<Mutex<RecordLog>>,
-    audit_tx: mpsc::Sender<AuditJob>,
+    audit_tx: std::sync::mpsc::Sender<AuditJob>,
     rooms: Mutex<HashMap<String, RecordLog>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
@@ -165,12 +167,13 @@ impl Parent {
             }
         }
         let metrics = Arc::new(Metrics::default());
-        let (audit_tx, rx) = mpsc::channel::<AuditJob>(4096);
+        let (audit_tx, rx) = std::sync::mpsc::channel::<AuditJob>();
+        let next_seq = audit_log_next_seq(&audit);
         let writer_log = audit.clone();
         let writer_metrics = metrics.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || audit_writer(rx, writer_log, writer_metrics))
+            .spawn(move || audit_writer(rx, writer_log, writer_metrics, next_seq))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(Self {
             enclave: EnclaveClient::new(config.enclave.clone()),
@@ -398,11 +401,10 @@ impl Parent {
             .len()
     }
 
-    async fn append_audit(&self, entry: Vec<u8>) -> Result<(), ApiError> {
+    async fn append_audit(&self, seq: u64, entry: Vec<u8>) -> Result<(), ApiError> {
         let (tx, rx) = oneshot::channel();
         self.audit_tx
-            .send((entry, tx))
-            .await
+            .send((seq, entry, tx))
             .map_err(|_| ApiError::Internal("the audit writer stopped".into()))?;
         rx.await
             .map_err(|_| ApiError::Internal("the audit writer stopped".into()))?
@@ -447,7 +449,7 @@ impl Parent {
         let hash = labeled_hash("audit", entry);
         // Durable first; only then acknowledged. If the write fails the connection is dropped unacknowledged and
         // the enclave releases nothing.
-        self.append_audit(entry.to_vec()).await?;
+        self.append_audit(seq, entry.to_vec()).await?;
         conn.send(id, kind::AUDIT_ACK, &link::encode_seq_bytes(seq, &hash))
             .await?;
         let reply = conn.recv().await?;
@@ -502,20 +504,72 @@ fn push_creds(e: &mut Encoder, kms: &KmsSettings) {
     };
 }
 
-/// The group-commit writer: takes every entry waiting, writes them, one fsync, then answers them all.
+fn audit_log_next_seq(log: &Mutex<RecordLog>) -> u64 {
+    log.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .last()
+        .and_then(pod_protocol::audit::entry_seq_unverified)
+        .map_or(0, |s| s.saturating_add(1))
+}
+
+/// How long the writer waits for a missing entry before writing past the gap.
+const GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The group-commit writer. Conversations deliver entries in any order; the writer puts them in sequence order
+/// (the order the enclave chained them), writes every contiguous run it has with one fsync, and answers each.
+/// An entry that never arrives (its conversation died between the enclave and here; its request was never
+/// released) is waited for [`GAP_WAIT`], then written past, and the verifier will report the gap.
 fn audit_writer(
-    mut rx: mpsc::Receiver<AuditJob>,
+    rx: std::sync::mpsc::Receiver<AuditJob>,
     log: Arc<Mutex<RecordLog>>,
     metrics: Arc<Metrics>,
+    mut next: u64,
 ) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-            if batch.len() >= 1024 {
-                break;
+    use std::collections::BTreeMap;
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut waiting: BTreeMap<u64, (Vec<u8>, AuditReply)> = BTreeMap::new();
+    let mut gap_since: Option<std::time::Instant> = None;
+    loop {
+        let wait = if waiting.is_empty() {
+            std::time::Duration::from_secs(3600)
+        } else {
+            std::time::Duration::from_millis(50)
+        };
+        match rx.recv_timeout(wait) {
+            Ok((seq, entry, reply)) => {
+                if seq < next {
+                    // A restarted enclave resumed below what we hold: take its numbering.
+                    next = seq;
+                }
+                waiting.insert(seq, (entry, reply));
+                while let Ok((seq, entry, reply)) = rx.try_recv() {
+                    waiting.insert(seq, (entry, reply));
+                }
             }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
+        let mut batch = Vec::new();
+        while let Some(job) = waiting.remove(&next) {
+            batch.push(job);
+            next = next.saturating_add(1);
+        }
+        if batch.is_empty() {
+            if let Some(&first) = waiting.keys().next() {
+                let since = *gap_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= GAP_WAIT {
+                    tracing::error!(
+                        missing_from = next,
+                        resumes_at = first,
+                        "audit entries never arrived; writing past the gap"
+                    );
+                    next = first;
+                    gap_since = None;
+                }
+            }
+            continue;
+        }
+        gap_since = None;
         let entries: Vec<Vec<u8>> = batch.iter().map(|(e, _)| e.clone()).collect();
         let result = log
             .lock()

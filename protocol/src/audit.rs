@@ -127,6 +127,16 @@ fn sign_pair(key: &SigningKey, context: &str, payload: &[u8]) -> Result<Vec<u8>,
     Ok(encode_signed(payload, &key.sign(context, payload)?))
 }
 
+/// The sequence number a signed entry claims, read without checking its signature (for ordering entries in a
+/// store; verification happens in [`verify_log`]).
+pub fn entry_seq_unverified(bytes: &[u8]) -> Option<u64> {
+    let (payload, _) = decode_signed(bytes, MAX_ENTRY_LEN).ok()?;
+    let mut d = Decoder::new(payload);
+    d.array().ok()?;
+    d.u64().ok()?;
+    d.u64().ok()
+}
+
 /// A signed audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedEntry {

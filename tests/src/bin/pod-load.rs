@@ -90,9 +90,18 @@ async fn main() {
     let pc = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs).unwrap();
     let verified = pc.attest().await.unwrap();
     let room = RoomFixture::new().unwrap();
-    let id = pc.create_room(&room.owner).await.unwrap();
+    let id = room.id();
     let room_hex = hex::encode(id);
     let client = Arc::new(Client::new(&pod.url, Some(&cacert)).unwrap());
+    let (s, _) = client
+        .call(
+            "POST",
+            "/rooms",
+            Some(&json!({"entry": b64(room.log[0].as_bytes())})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
     for e in &room.log[1..] {
         let (s, _) = client
             .call(
@@ -142,6 +151,7 @@ async fn main() {
                 tasks.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
                     let mut errors = 0u64;
+                    let mut first_error: Option<String> = None;
                     let (header, _) = envelope::read_header(&sealed).unwrap().unwrap();
                     while Instant::now() < deadline {
                         let token = fixtures::request(&member, &id, &header, &key).unwrap();
@@ -149,18 +159,30 @@ async fn main() {
                         let t = Instant::now();
                         match client.call("POST", "/pod/re-encrypt", Some(&body)).await {
                             Ok((200, _)) => lat.push(t.elapsed()),
-                            _ => errors += 1,
+                            Ok((status, v)) => {
+                                errors += 1;
+                                first_error.get_or_insert_with(|| format!("{status} {v}"));
+                            }
+                            Err(e) => {
+                                errors += 1;
+                                first_error.get_or_insert_with(|| e.to_string());
+                            }
                         }
                     }
-                    (lat, errors)
+                    (lat, errors, first_error)
                 }));
             }
             let mut all = Vec::new();
             let mut errors = 0;
+            let mut example = None;
             for t in tasks {
-                let (l, e) = t.await.unwrap();
+                let (l, e, first) = t.await.unwrap();
                 all.extend(l);
                 errors += e;
+                example = example.or(first);
+            }
+            if let Some(e) = &example {
+                eprintln!("first error at {n} clients: {e}");
             }
             all.sort();
             let pct = |p: f64| {
