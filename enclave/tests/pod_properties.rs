@@ -558,3 +558,44 @@ fn a_failed_or_sealed_pod_serves_nothing() {
         Err(PodError::Failed(_))
     ));
 }
+
+#[test]
+fn acknowledgements_may_arrive_in_any_order() {
+    // Concurrent connections: entries 0, 1, 2 are decided in order but acknowledged 2, 0, 1.
+    let mut w = World::new(PodConfig::default());
+    let alice = UserSecrets::generate().unwrap();
+    w.grant(&alice);
+    let room = w.room_id();
+    let sealed = w.seal(&room, b"doc", b"secret");
+    let (_, start) = envelope::read_header(&sealed).unwrap().unwrap();
+    let mut pendings: Vec<Pending> = (0..3)
+        .map(|_| {
+            let req = w.request(&alice, &room, &sealed);
+            w.pod.re_encrypt(req.as_bytes(), &sealed[..start]).unwrap()
+        })
+        .collect();
+    let order = [2usize, 0, 1];
+    let mut taken: Vec<Option<Pending>> = pendings.drain(..).map(Some).collect();
+    for i in order {
+        let p = taken[i].take().unwrap();
+        w.pod
+            .audit_durable(&AuditAck {
+                seq: p.seq(),
+                hash: p.hash(),
+            })
+            .unwrap();
+        assert!(
+            matches!(p.release(&mut w.pod).unwrap(), Outcome::Released(_)),
+            "entry {i}"
+        );
+    }
+    // An acknowledgement for an entry already acknowledged is refused.
+    assert!(
+        w.pod
+            .audit_durable(&AuditAck {
+                seq: 0,
+                hash: [0; 32]
+            })
+            .is_err()
+    );
+}

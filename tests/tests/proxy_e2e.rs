@@ -279,3 +279,73 @@ async fn the_data_room_story_over_https() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_leave_one_audit_entry_in_order() {
+    let pod = start();
+    let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
+    let client = std::sync::Arc::new(Client::new(&pod.url, Some(&cacert)).unwrap());
+    let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
+    let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
+    let pc = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs).unwrap();
+    let verified = pc.attest().await.unwrap();
+    let room = fixtures::RoomFixture::new().unwrap();
+    let (s, _) = client
+        .call(
+            "POST",
+            "/rooms",
+            Some(&json!({"entry": b64(room.log[0].as_bytes())})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    let (s, _) = client
+        .call(
+            "POST",
+            &format!("/rooms/{}/entries", hex::encode(room.id())),
+            Some(&json!({"entry": b64(room.log[1].as_bytes())})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let sealed = envelope::seal(
+        Kind::SealedToPod,
+        &room.id(),
+        b"doc",
+        &EncryptionKey::HpkeP256(verified.pod_key.clone()),
+        b"x",
+    )
+    .unwrap();
+    let (header, _) = envelope::read_header(&sealed).unwrap().unwrap();
+    let room_id = room.id();
+    let member = std::sync::Arc::new(room.member);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, member, sealed, header, key, id) = (
+            client.clone(),
+            member.clone(),
+            sealed.clone(),
+            header.clone(),
+            verified.pod_key.clone(),
+            room_id,
+        );
+        tasks.push(tokio::spawn(async move {
+            let token = fixtures::request(&member, &id, &header, &key).unwrap();
+            let pem = pem("PUBLIC KEY", &member.bundle.encryption_key().to_spki_der());
+            let body = json!({"encrypted_blob": b64(&sealed), "user_public_key": pem, "auth_token": b64(token.as_bytes())});
+            client.call("POST", "/pod/re-encrypt", Some(&body)).await.unwrap().0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let (_, audit_json) = client.call("GET", "/audit?from=0", None).await.unwrap();
+    let entries: Vec<Vec<u8>> = audit_json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(unb64)
+        .collect();
+    assert_eq!(entries.len(), 32);
+    audit::verify_log(&entries, &verified.receipt_key, &[], &[]).unwrap();
+}
