@@ -372,9 +372,83 @@ impl PodClient {
         Ok(plain.to_vec())
     }
 
+    /// Fetches and verifies the whole audit log against the pod's current checkpoint and any checkpoints seen
+    /// before (`earlier`, signed bytes); returns the entries, the summary and the current checkpoint's bytes.
+    pub async fn audit_with(
+        &self,
+        earlier: &[Vec<u8>],
+    ) -> Result<(Vec<audit::Entry>, audit::LogSummary, Option<Vec<u8>>), ClientError> {
+        let pod = self.attest().await?;
+        let mut checkpoints = Vec::new();
+        for c in earlier {
+            checkpoints.push(
+                audit::Checkpoint::parse_verified(c, &pod.receipt_key).map_err(|_| {
+                    ClientError::Integrity("a saved checkpoint is not signed by this pod".into())
+                })?,
+            );
+        }
+        let current = match self.call("GET", "/audit/checkpoint", None).await {
+            Ok(v) => Some(unb64(&v, "checkpoint")?),
+            Err(ClientError::Refused { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(c) = &current {
+            checkpoints.push(
+                audit::Checkpoint::parse_verified(c, &pod.receipt_key).map_err(|_| {
+                    ClientError::Integrity(
+                        "the checkpoint is not signed by the attested pod".into(),
+                    )
+                })?,
+            );
+        }
+        let mut raw: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let v = self
+                .call("GET", &format!("/audit?from={}", raw.len()), None)
+                .await?;
+            let batch = v
+                .get("entries")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                raw.push(
+                    e.as_str()
+                        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                        .ok_or_else(|| ClientError::Integrity("audit entry not base64".into()))?,
+                );
+            }
+        }
+        let summary = audit::verify_log(&raw, &pod.receipt_key, &checkpoints, &[])
+            .map_err(|e| ClientError::Integrity(e.to_string()))?;
+        let entries = raw
+            .iter()
+            .filter_map(|b| audit::SignedEntry::parse_verified(b, &pod.receipt_key).ok())
+            .map(|e| e.entry().clone())
+            .collect();
+        Ok((entries, summary, current))
+    }
+
     /// Fetches and verifies the whole audit log; returns the entries.
     pub async fn audit(&self) -> Result<(Vec<audit::Entry>, audit::LogSummary), ClientError> {
         let pod = self.attest().await?;
+        // The checkpoint first: a log served afterwards must reach at least that far, so a truncated log shows.
+        let checkpoints = match self.call("GET", "/audit/checkpoint", None).await {
+            Ok(v) => vec![
+                audit::Checkpoint::parse_verified(&unb64(&v, "checkpoint")?, &pod.receipt_key)
+                    .map_err(|_| {
+                        ClientError::Integrity(
+                            "the checkpoint is not signed by the attested pod".into(),
+                        )
+                    })?,
+            ],
+            // An empty log has nothing to checkpoint.
+            Err(ClientError::Refused { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
         let mut raw = Vec::new();
         loop {
             let v = self
@@ -396,7 +470,7 @@ impl PodClient {
                 );
             }
         }
-        let summary = audit::verify_log(&raw, &pod.receipt_key, &[], &[])
+        let summary = audit::verify_log(&raw, &pod.receipt_key, &checkpoints, &[])
             .map_err(|e| ClientError::Integrity(e.to_string()))?;
         let entries = raw
             .iter()

@@ -197,6 +197,9 @@ pub enum PodError {
     /// Too many audit entries are waiting for acknowledgement.
     #[error("too many audit entries await acknowledgement; the audit store is not keeping up")]
     AuditBacklog,
+    /// The audit log has no entry to checkpoint yet.
+    #[error("the audit log is empty")]
+    EmptyAuditLog,
     /// The audit chain has not been resumed from the parent's log since the pod started.
     #[error(
         "the audit log has not been loaded yet (the parent must send the last stored entry first)"
@@ -775,6 +778,29 @@ impl Pod {
         }
         self.acked.insert(ack.seq);
         Ok(())
+    }
+
+    /// A signed checkpoint of the audit chain's head, for truncation detection. Only when every entry is
+    /// acknowledged, so that the checkpoint never names an entry the parent may not have stored yet.
+    pub fn checkpoint(&self) -> Result<Vec<u8>, PodError> {
+        let keys = self.keys()?;
+        if !self.audit_resumed {
+            return Err(PodError::AuditNotResumed);
+        }
+        if !self.unacked.is_empty() {
+            return Err(PodError::AuditBacklog);
+        }
+        let seq = self
+            .next_seq
+            .checked_sub(1)
+            .ok_or(PodError::EmptyAuditLog)?;
+        audit::Checkpoint {
+            seq,
+            head: self.prev_hash,
+            time_ms: self.clock.now_ms(),
+        }
+        .sign(&keys.receipt)
+        .map_err(PodError::Crypto)
     }
 
     /// Housekeeping: forget budget buckets that have refilled.

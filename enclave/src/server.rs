@@ -353,6 +353,13 @@ async fn serve_connection(
                 }
             }
             kind::RE_ENCRYPT => re_encrypt(&mut r, &mut w, id, &f.body, &pod, limits).await?,
+            kind::CHECKPOINT => {
+                let result = lock(&pod).checkpoint();
+                match result {
+                    Ok(c) => write_frame(&mut w, id, kind::CHECKPOINT_SIGNED, &c).await?,
+                    Err(e) => write_frame(&mut w, id, kind::ERROR, &error_body(&e)).await?,
+                }
+            }
             kind::PROVISION | kind::UNSEAL => {
                 let (reply_kind, body) = match kms.as_ref() {
                     None => (

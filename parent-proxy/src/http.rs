@@ -9,6 +9,7 @@
 //! | `POST /rooms/<id>/entries` | `{entry}` | `{seq, head}` |
 //! | `GET /rooms/<id>/log` | | `{entries}` |
 //! | `GET /audit?from=<n>` | | `{entries, next}` |
+//! | `GET /audit/checkpoint` | | `{checkpoint}` (signed by the pod's receipt key) |
 //! | `GET /metrics` | | Prometheus text |
 //!
 //! Errors are `{"error": <code>, "message": <text>}`; while the enclave is down or sealed, re-encrypt answers 503
@@ -217,6 +218,13 @@ async fn route(
             Ok(json_response(
                 StatusCode::OK,
                 &json!({ "entries": entries, "next": next }),
+            ))
+        }
+        (Method::GET, ["audit", "checkpoint"]) => {
+            let c = parent.checkpoint().await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "checkpoint": b64(&c) }),
             ))
         }
         (Method::GET, ["metrics"]) => {

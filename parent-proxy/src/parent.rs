@@ -381,6 +381,24 @@ impl Parent {
             .ok_or_else(|| ApiError::NotFound(format!("unknown room {room}")))
     }
 
+    /// A signed checkpoint of the audit chain (retried briefly while entries are in flight).
+    pub async fn checkpoint(&self) -> Result<Vec<u8>, ApiError> {
+        for _ in 0..50 {
+            let reply = self.enclave.call(kind::CHECKPOINT, &[]).await?;
+            if reply.kind == kind::CHECKPOINT_SIGNED {
+                return Ok(reply.body);
+            }
+            let (code, message) = reply.code_message();
+            if code != "audit_backlog" {
+                return Err(ApiError::Unavailable(format!("{code}: {message}")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(ApiError::Unavailable(
+            "the audit log is too busy to checkpoint; try again".into(),
+        ))
+    }
+
     /// Audit entries from `from` on (at most `limit`).
     pub fn audit_entries(&self, from: usize, limit: usize) -> Vec<Vec<u8>> {
         let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());

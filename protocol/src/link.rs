@@ -37,6 +37,8 @@ pub mod kind {
     pub const PROVISION: u64 = 10;
     /// Parent → enclave: unseal the stored pod key (KMS Decrypt with Recipient).
     pub const UNSEAL: u64 = 11;
+    /// Parent → enclave: sign a checkpoint of the audit chain (answer: CHECKPOINT_SIGNED).
+    pub const CHECKPOINT: u64 = 12;
     /// Either way: a chunk that is not the last.
     pub const CHUNK: u64 = 8;
     /// Either way: the last chunk.
@@ -57,6 +59,8 @@ pub mod kind {
     pub const REFUSED: u64 = 107;
     /// Enclave → parent: the ceremony's results: `[sealed pod key, pod key SPKI, attestation document]`.
     pub const PROVISIONED: u64 = 108;
+    /// Enclave → parent: a signed checkpoint.
+    pub const CHECKPOINT_SIGNED: u64 = 109;
     /// Enclave → parent: the operation failed.
     pub const ERROR: u64 = 199;
 }

@@ -398,16 +398,7 @@ pub mod local {
 
     impl Drop for LocalPod {
         fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            for _ in 0..100 {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = self.child.kill();
+            stop(&mut self.child);
         }
     }
 
@@ -427,10 +418,21 @@ pub mod local {
     pub fn start_with(env: &[(&str, &str)]) -> LocalPod {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("pod-data");
+        let (child, url) = spawn(&state, env);
+        let state = std::fs::canonicalize(&state).unwrap();
+        LocalPod {
+            child,
+            _dir: dir,
+            state,
+            url,
+        }
+    }
+
+    fn spawn(state: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
         let mut child = Command::new(crate::bin("pod-proxy"))
             .args(["local", "--listen", "127.0.0.1:0", "--state-dir"])
             .envs(env.iter().copied())
-            .arg(&state)
+            .arg(state)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -448,12 +450,30 @@ pub mod local {
             }
         }
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let state = std::fs::canonicalize(&state).unwrap();
-        LocalPod {
-            child,
-            _dir: dir,
-            state,
-            url: url.expect("pod-proxy local printed the export line"),
+        (child, url.expect("pod-proxy local printed the export line"))
+    }
+
+    impl LocalPod {
+        /// Stops the pod and starts it again on the same state directory (a new port).
+        pub fn restart(&mut self) {
+            stop(&mut self.child);
+            let (child, url) = spawn(&self.state, &[]);
+            self.child = child;
+            self.url = url;
         }
+    }
+
+    fn stop(child: &mut Child) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -178,3 +178,69 @@ fn a_pod_with_other_pcrs_is_refused_before_anything_is_sent() {
     let o = p.run(&["room", "create", "--owner", "owner.key"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("pod key changed since it was pinned"));
 }
+
+#[test]
+fn a_truncated_audit_log_is_caught_by_the_checkpoint() {
+    let pod = start();
+    let work = tempfile::tempdir().unwrap();
+    let p = Podctl {
+        pod: &pod,
+        dir: work.path().to_path_buf(),
+    };
+    p.ok(&["keygen", "--out", "owner"]);
+    p.ok(&["keygen", "--out", "alice"]);
+    let room = p
+        .ok(&["room", "create", "--owner", "owner.key"])
+        .trim()
+        .to_owned();
+    p.ok(&[
+        "room",
+        "grant",
+        "--owner",
+        "owner.key",
+        "--room",
+        &room,
+        "--user",
+        "alice.pub",
+    ]);
+    std::fs::write(work.path().join("d.txt"), b"x").unwrap();
+    p.ok(&["seal", "--room", &room, "--in", "d.txt", "--out", "d.pod"]);
+    for i in 0..3 {
+        p.ok(&[
+            "open",
+            "--key",
+            "alice.key",
+            "--in",
+            "d.pod",
+            "--out",
+            &format!("o{i}.txt"),
+        ]);
+    }
+    assert!(p.ok(&["audit", "verify"]).contains("3 entries"));
+    // The parent drops the last record behind the pod's back: the log still chains, but the signed checkpoint
+    // names an entry it no longer has.
+    let log = pod.state.join("audit.log");
+    let bytes = std::fs::read(&log).unwrap();
+    let mut at = 0usize;
+    let mut starts = Vec::new();
+    while at < bytes.len() {
+        starts.push(at);
+        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 4 + len + 4;
+    }
+    std::fs::write(&log, &bytes[..*starts.last().unwrap()]).unwrap();
+    // Restart on the same state, so the truncated file is what is served.
+    let mut pod = pod;
+    pod.restart();
+    let p = Podctl {
+        pod: &pod,
+        dir: work.path().to_path_buf(),
+    };
+    let o = p.run(&["audit", "verify"]);
+    assert!(!o.status.success(), "a truncated log verified");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("truncated"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

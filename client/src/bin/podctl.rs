@@ -143,6 +143,14 @@ enum AuditCommand {
         /// Print every entry.
         #[arg(long)]
         show: bool,
+        /// Where checkpoints seen before are kept; the log must still reach every one (so truncation shows).
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "pod-audit-checkpoints.json",
+            env = "POD_AUDIT_CHECKPOINTS"
+        )]
+        checkpoints: PathBuf,
     },
 }
 
@@ -300,9 +308,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
-        Command::Audit(AuditCommand::Verify { show }) => {
+        Command::Audit(AuditCommand::Verify { show, checkpoints }) => {
             let c = client(&cli.pod)?;
-            let (entries, summary) = c.audit().await?;
+            let mut saved: Vec<String> = std::fs::read_to_string(&checkpoints)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let earlier: Vec<Vec<u8>> = saved.iter().filter_map(|h| hex::decode(h).ok()).collect();
+            let (entries, summary, current) = c.audit_with(&earlier).await?;
+            if let Some(cp) = current {
+                saved.push(hex::encode(cp));
+                // Keep the latest few: each one pins the log's length at its time.
+                let keep = saved.len().saturating_sub(16);
+                saved.drain(..keep);
+                std::fs::write(&checkpoints, serde_json::json!(saved).to_string())
+                    .with_context(|| format!("writing {}", checkpoints.display()))?;
+            }
             if show {
                 for e in &entries {
                     println!(
