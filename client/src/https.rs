@@ -84,3 +84,52 @@ impl Client {
         Ok((status, value))
     }
 }
+
+/// A streaming exchange: the request body comes from `body_chunks`, the response body is handed to `on_data`
+/// piece by piece. Returns the status, the response headers and, for an error status, the (small) error body.
+pub async fn stream(
+    client: &Client,
+    path: &str,
+    headers: &[(&str, String)],
+    body_chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut on_data: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(u16, hyper::HeaderMap, Vec<u8>), Box<dyn std::error::Error>> {
+    use futures_util::StreamExt as _;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let tcp = tokio::net::TcpStream::connect(&client.addr).await?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(client.host.clone())?;
+    let tls = client.tls.connect(name, tcp).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let pieces = futures_util::stream::unfold(body_chunks, |mut rx| async move {
+        rx.recv().await.map(|b| (b, rx))
+    })
+    .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(b))));
+    let mut builder = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", &client.host);
+    for (k, v) in headers {
+        builder = builder.header(*k, v);
+    }
+    let req = builder.body(StreamBody::new(pieces))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = resp.into_body();
+    let mut error_body = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if status == 200 {
+                on_data(&data)?;
+            } else if error_body.len() < 64 * 1024 {
+                error_body.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok((status, headers, error_body))
+}

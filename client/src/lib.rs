@@ -372,6 +372,188 @@ impl PodClient {
         Ok(plain.to_vec())
     }
 
+    /// Opens a sealed file through the pod's streaming endpoint, with bounded memory whatever the size: the file is
+    /// sent in pieces, the user's copy is decrypted chunk by chunk into a temporary file that becomes `output` only
+    /// when the last chunk has authenticated and the receipt checks out. `progress(done, total)` is called as
+    /// sealed bytes are sent.
+    pub async fn open_stream(
+        &self,
+        user: &UserSecrets,
+        input: &std::path::Path,
+        output: &std::path::Path,
+        mut progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<u64, ClientError> {
+        use std::io::{Read as _, Write as _};
+        let local = |e: std::io::Error| ClientError::Local(format!("{}: {e}", input.display()));
+        let pod = self.attest().await?;
+        let mut file = std::fs::File::open(input).map_err(local)?;
+        let total = file.metadata().map_err(local)?.len();
+        let mut head =
+            vec![0u8; (envelope::PREFIX_LEN + envelope::MAX_HEADER_LEN).min(total as usize)];
+        file.read_exact(&mut head).map_err(local)?;
+        let (header, _) = envelope::read_header(&head)
+            .map_err(|e| ClientError::Local(format!("not a sealed document: {e}")))?
+            .ok_or_else(|| ClientError::Local("the sealed document is truncated".into()))?;
+        let mut nonce = vec![0u8; 16];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| ClientError::Local("no randomness".into()))?;
+        let request = SignedRequest::sign(
+            Request {
+                op: Operation::ReEncrypt,
+                room: *header.room(),
+                doc: header.doc().to_vec(),
+                header_hash: header.hash(),
+                user: *user.bundle.id(),
+                nonce,
+                issued_at_ms: now_ms(),
+                pod_key: pod.fingerprint,
+            },
+            &user.signing,
+        )
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+
+        // The sender: the bytes already read, then the rest of the file in 64 KiB pieces.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let input_path = input.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut sent = head.len() as u64;
+            if tx.blocking_send(head).is_err() {
+                return;
+            }
+            progress(sent, total);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        sent += n as u64;
+                        if tx
+                            .blocking_send(buf.get(..n).unwrap_or_default().to_vec())
+                            .is_err()
+                        {
+                            return;
+                        }
+                        progress(sent, total);
+                    }
+                    Err(e) => {
+                        tracing_free_log(&format!("{}: {e}", input_path.display()));
+                        return;
+                    }
+                }
+            }
+        });
+
+        let tmp = output.with_extension("partial");
+        let out_err = |e: std::io::Error| ClientError::Local(format!("{}: {e}", tmp.display()));
+        let mut out = std::fs::File::create(&tmp).map_err(out_err)?;
+        let mut buf: Vec<u8> = Vec::new();
+        let mut opener: Option<pod_protocol::stream::Opener> = None;
+        let mut user_header_hash = None;
+        let mut written = 0u64;
+        let decryption = &user.decryption;
+        let result = https::stream(
+            &self.http,
+            "/pod/re-encrypt/stream",
+            &[
+                ("x-pod-auth-token", b64(request.as_bytes())),
+                (
+                    "x-pod-user-key",
+                    b64(&user.bundle.encryption_key().to_spki_der()),
+                ),
+            ],
+            rx,
+            |data| {
+                buf.extend_from_slice(data);
+                if opener.is_none() {
+                    let Some((h, start)) =
+                        envelope::read_header(&buf).map_err(|e| e.to_string())?
+                    else {
+                        return Ok(());
+                    };
+                    opener = Some(
+                        envelope::unwrap(&h, UnwrapKey::Hpke(decryption))
+                            .map_err(|e| e.to_string())?,
+                    );
+                    user_header_hash = Some(h.hash());
+                    buf.drain(..start);
+                }
+                // Keep the last chunk back: only the end of the stream tells which one it is.
+                while buf.len() > pod_protocol::stream::SEALED_CHUNK_SIZE {
+                    let mut chunk: Vec<u8> = buf
+                        .drain(..pod_protocol::stream::SEALED_CHUNK_SIZE)
+                        .collect();
+                    if let Some(o) = opener.as_mut() {
+                        o.open_in_place(&mut chunk, false)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    out.write_all(&chunk).map_err(|e| e.to_string())?;
+                    written += chunk.len() as u64;
+                }
+                Ok(())
+            },
+        )
+        .await;
+        let finish = (|| -> Result<(), ClientError> {
+            let (status, headers, error_body) = result.map_err(|e| ClientError::Unreachable {
+                url: self.url.clone(),
+                detail: e.to_string(),
+            })?;
+            if status != 200 {
+                let v: Value = serde_json::from_slice(&error_body).unwrap_or_default();
+                return Err(ClientError::Refused {
+                    status,
+                    code: v
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("error")
+                        .to_owned(),
+                    message: v
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                });
+            }
+            let mut opener = opener
+                .take()
+                .ok_or_else(|| ClientError::Integrity("no document came back".into()))?;
+            let mut last = std::mem::take(&mut buf);
+            opener.open_in_place(&mut last, true).map_err(|_| {
+                ClientError::Integrity("the last chunk does not authenticate".into())
+            })?;
+            opener
+                .finish()
+                .map_err(|e| ClientError::Integrity(e.to_string()))?;
+            out.write_all(&last).map_err(out_err)?;
+            written += last.len() as u64;
+            let receipt_b64 = headers
+                .get("x-pod-receipt")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| ClientError::Integrity("no receipt".into()))?;
+            let receipt_bytes = base64::engine::general_purpose::STANDARD
+                .decode(receipt_b64)
+                .map_err(|_| ClientError::Integrity("receipt not base64".into()))?;
+            let receipt = audit::Receipt::parse_verified(&receipt_bytes, &pod.receipt_key)
+                .map_err(|_| {
+                    ClientError::Integrity("the receipt is not signed by the attested pod".into())
+                })?;
+            if receipt.request_hash != request.hash()
+                || Some(receipt.response_header_hash) != user_header_hash
+            {
+                return Err(ClientError::Integrity(
+                    "the receipt does not name this request and this response".into(),
+                ));
+            }
+            out.sync_all().map_err(out_err)?;
+            std::fs::rename(&tmp, output).map_err(out_err)
+        })();
+        if finish.is_err() {
+            // No partial plaintext is left behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        finish.map(|()| written)
+    }
+
     /// Fetches and verifies the whole audit log against the pod's current checkpoint and any checkpoints seen
     /// before (`earlier`, signed bytes); returns the entries, the summary and the current checkpoint's bytes.
     pub async fn audit_with(
@@ -479,6 +661,10 @@ impl PodClient {
             .collect();
         Ok((entries, summary))
     }
+}
+
+fn tracing_free_log(message: &str) {
+    eprintln!("podctl: {message}");
 }
 
 /// A user's public bundle from a `.pub` file.

@@ -5,6 +5,7 @@
 //! | `GET /pod/health` | | `{status, key_fingerprint, audit_entries, rooms, sealed_reason, enclave}` |
 //! | `GET /pod/attestation?nonce=<hex>` | | `{document}` |
 //! | `POST /pod/re-encrypt` | `{encrypted_blob, user_public_key, auth_token}` | `{re_encrypted_content, wrapped_key, receipt}` |
+//! | `POST /pod/re-encrypt/stream` | the sealed document, binary; headers `x-pod-auth-token`, `x-pod-user-key` (base64) | the user's document, streamed; header `x-pod-receipt` |
 //! | `POST /rooms` | `{entry}` (the signed genesis entry) | `{room_id, seq, head}` |
 //! | `POST /rooms/<id>/entries` | `{entry}` | `{seq, head}` |
 //! | `GET /rooms/<id>/log` | | `{entries}` |
@@ -45,7 +46,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     r
 }
 
-fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+pub(crate) fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
     let (status, code, message) = match e {
         ApiError::Unavailable(detail) => {
             tracing::warn!(detail, "pod unavailable");
@@ -270,7 +271,11 @@ fn wrapped_key(header: &pod_protocol::envelope::Header) -> Vec<u8> {
 }
 
 /// Checks that `user_spki` is the encryption or signing key of the user the request names, in the room's log.
-fn check_registered_key(parent: &Parent, token: &[u8], user_spki: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn check_registered_key(
+    parent: &Parent,
+    token: &[u8],
+    user_spki: &[u8],
+) -> Result<(), ApiError> {
     let request = pod_protocol::request::SignedRequest::parse(token)
         .map_err(|e| ApiError::BadRequest(format!("auth_token: {e}")))?;
     let claimed = request.unverified();
@@ -296,15 +301,30 @@ fn check_registered_key(parent: &Parent, token: &[u8], user_spki: &[u8]) -> Resu
     }
 }
 
+/// The response body: whole JSON, or a stream of re-encrypted chunks.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn boxed(r: Response<Full<Bytes>>) -> Response<Body> {
+    r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
 async fn handle(
     parent: Arc<Parent>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Body>, std::convert::Infallible> {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let started = std::time::Instant::now();
+    if method == Method::POST && path == "/pod/re-encrypt/stream" {
+        let response = match crate::stream::re_encrypt(parent, req).await {
+            Ok(r) => r,
+            Err(e) => boxed(error_response(&e)),
+        };
+        tracing::info!(request_id = id, %method, path, status = response.status().as_u16(), "streaming request");
+        return Ok(response);
+    }
     let body = match tokio::time::timeout(
         Duration::from_secs(60),
         Limited::new(req.into_body(), MAX_BODY).collect(),
@@ -313,20 +333,20 @@ async fn handle(
     {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
-            return Ok(error_response(&ApiError::BadRequest(format!(
+            return Ok(boxed(error_response(&ApiError::BadRequest(format!(
                 "the body is larger than {MAX_BODY} bytes"
-            ))));
+            )))));
         }
         Err(_) => {
-            return Ok(error_response(&ApiError::BadRequest(
+            return Ok(boxed(error_response(&ApiError::BadRequest(
                 "the body took too long to arrive".into(),
-            )));
+            ))));
         }
     };
-    let response = match route(&parent, &method, &path, &query, &body).await {
+    let response = boxed(match route(&parent, &method, &path, &query, &body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
-    };
+    });
     tracing::info!(request_id = id, %method, path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)

@@ -12,3 +12,4 @@ pub mod local;
 pub mod parent;
 pub mod relay;
 pub mod store;
+pub mod stream;

@@ -433,17 +433,13 @@ impl Parent {
             })
     }
 
-    /// The whole re-encryption of a document held in memory: returns (re-encrypted document, receipt).
-    pub async fn re_encrypt(
+    /// Starts a re-encryption: decision, durable audit entry, acknowledgement. Returns the open conversation with
+    /// the user's document header and the receipt; chunks then go through [`Parent::stream_chunk`].
+    pub async fn begin_re_encrypt(
         &self,
         request: &[u8],
-        document: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
-        let (_, body_start) = pod_protocol::envelope::read_header(document)
-            .map_err(|e| ApiError::BadRequest(format!("encrypted_blob: {e}")))?
-            .ok_or_else(|| ApiError::BadRequest("encrypted_blob is truncated".into()))?;
-        let header = document.get(..body_start).unwrap_or_default();
-        let body = document.get(body_start..).unwrap_or_default();
+        header: &[u8],
+    ) -> Result<Conversation, ApiError> {
         let mut conn = self.enclave.connection().await?;
         let id = self.enclave.next_id();
         conn.send(
@@ -486,32 +482,85 @@ impl Parent {
         }
         let parts =
             link::decode_bytes_n(&reply.body, 2).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (Some(new_header), Some(receipt)) = (parts.first(), parts.get(1)) else {
+        let (Some(header), Some(receipt)) = (parts.first(), parts.get(1)) else {
             return Err(ApiError::Internal("released without a header".into()));
         };
-        let mut out = new_header.to_vec();
-        let receipt = receipt.to_vec();
+        Ok(Conversation {
+            conn,
+            id,
+            header: header.to_vec(),
+            receipt: receipt.to_vec(),
+        })
+    }
+
+    /// One stored chunk in, the user's chunk out. After the last chunk the conversation is finished.
+    pub async fn stream_chunk(
+        &self,
+        c: &mut Conversation,
+        chunk: &[u8],
+        last: bool,
+    ) -> Result<Vec<u8>, ApiError> {
+        c.conn
+            .send(
+                c.id,
+                if last { kind::LAST_CHUNK } else { kind::CHUNK },
+                chunk,
+            )
+            .await?;
+        let r = c.conn.recv().await?;
+        if r.kind == kind::ERROR {
+            let (code, message) = r.code_message();
+            return Err(ApiError::Refused { code, message });
+        }
+        Ok(r.body)
+    }
+
+    /// Returns a finished conversation's connection to the pool.
+    pub fn finish(&self, c: Conversation) {
+        self.enclave.give_back(c.conn);
+        self.metrics.released.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The whole re-encryption of a document held in memory: returns (re-encrypted document, receipt).
+    pub async fn re_encrypt(
+        &self,
+        request: &[u8],
+        document: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+        let (_, body_start) = pod_protocol::envelope::read_header(document)
+            .map_err(|e| ApiError::BadRequest(format!("encrypted_blob: {e}")))?
+            .ok_or_else(|| ApiError::BadRequest("encrypted_blob is truncated".into()))?;
+        let header = document.get(..body_start).unwrap_or_default();
+        let body = document.get(body_start..).unwrap_or_default();
         let chunks: Vec<&[u8]> = body
             .chunks(pod_protocol::stream::SEALED_CHUNK_SIZE)
             .collect();
         if chunks.is_empty() {
             return Err(ApiError::BadRequest("encrypted_blob has no content".into()));
         }
-        for (i, c) in chunks.iter().enumerate() {
-            let last = i + 1 == chunks.len();
-            conn.send(id, if last { kind::LAST_CHUNK } else { kind::CHUNK }, c)
-                .await?;
-            let r = conn.recv().await?;
-            if r.kind == kind::ERROR {
-                let (code, message) = r.code_message();
-                return Err(ApiError::Refused { code, message });
-            }
-            out.extend_from_slice(&r.body);
+        let mut c = self.begin_re_encrypt(request, header).await?;
+        let mut out = c.header.clone();
+        for (i, chunk) in chunks.iter().enumerate() {
+            out.extend_from_slice(
+                &self
+                    .stream_chunk(&mut c, chunk, i + 1 == chunks.len())
+                    .await?,
+            );
         }
-        self.enclave.give_back(conn);
-        self.metrics.released.fetch_add(1, Ordering::Relaxed);
+        let receipt = c.receipt.clone();
+        self.finish(c);
         Ok((out, receipt))
     }
+}
+
+/// An open re-encryption with the enclave, after release.
+pub struct Conversation {
+    conn: crate::enclave::Connection,
+    id: u64,
+    /// The user's document prefix and header.
+    pub header: Vec<u8>,
+    /// The signed receipt.
+    pub receipt: Vec<u8>,
 }
 
 fn push_creds(e: &mut Encoder, kms: &KmsSettings) {

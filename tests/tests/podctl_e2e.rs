@@ -244,3 +244,65 @@ fn a_truncated_audit_log_is_caught_by_the_checkpoint() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn large_documents_stream_through_the_pod() {
+    let pod = start();
+    let work = tempfile::tempdir().unwrap();
+    let p = Podctl {
+        pod: &pod,
+        dir: work.path().to_path_buf(),
+    };
+    p.ok(&["keygen", "--out", "owner"]);
+    let room = p
+        .ok(&["room", "create", "--owner", "owner.key"])
+        .trim()
+        .to_owned();
+    // Sizes on and around chunk boundaries, and a few MiB.
+    for (i, size) in [0usize, 65_536, 131_072, 131_073, 3 * 1024 * 1024 + 5]
+        .into_iter()
+        .enumerate()
+    {
+        let data: Vec<u8> = (0..size).map(|j| (j * 31 % 251) as u8).collect();
+        let name = format!("f{i}");
+        std::fs::write(work.path().join(&name), &data).unwrap();
+        p.ok(&[
+            "seal",
+            "--room",
+            &room,
+            "--in",
+            &name,
+            "--out",
+            &format!("{name}.pod"),
+        ]);
+        p.ok(&[
+            "open",
+            "--key",
+            "owner.key",
+            "--in",
+            &format!("{name}.pod"),
+            "--out",
+            &format!("{name}.out"),
+        ]);
+        assert_eq!(
+            std::fs::read(work.path().join(format!("{name}.out"))).unwrap(),
+            data,
+            "size {size}"
+        );
+    }
+    // A sealed file cut short: refused, and no partial plaintext is left.
+    let sealed = std::fs::read(work.path().join("f4.pod")).unwrap();
+    std::fs::write(work.path().join("cut.pod"), &sealed[..sealed.len() - 100]).unwrap();
+    let o = p.run(&[
+        "open",
+        "--key",
+        "owner.key",
+        "--in",
+        "cut.pod",
+        "--out",
+        "cut.out",
+    ]);
+    assert!(!o.status.success());
+    assert!(!work.path().join("cut.out").exists());
+    assert!(!work.path().join("cut.partial").exists());
+}

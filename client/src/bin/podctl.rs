@@ -296,15 +296,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Open { key, input, out } => {
             let user = keyfile::read_key(&key)?;
-            let sealed =
-                std::fs::read(&input).with_context(|| format!("reading {}", input.display()))?;
             let c = client(&cli.pod)?;
-            let plain = c.open(&user, &sealed).await?;
-            std::fs::write(&out, &plain).with_context(|| format!("writing {}", out.display()))?;
+            // Streamed: bounded memory whatever the size; a progress line for large files on a terminal.
+            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let progress = move |done: u64, total: u64| {
+                if show && total > 4 << 20 {
+                    eprint!(
+                        "\r  {:.1} / {:.1} MiB sent",
+                        done as f64 / 1048576.0,
+                        total as f64 / 1048576.0
+                    );
+                    if done >= total {
+                        eprintln!();
+                    }
+                }
+            };
+            let n = c.open_stream(&user, &input, &out, progress).await?;
             println!(
-                "opened {} ({} bytes, receipt verified) → {}",
+                "opened {} ({n} bytes, receipt verified) → {}",
                 input.display(),
-                plain.len(),
                 out.display()
             );
         }

@@ -1,0 +1,143 @@
+//! `POST /pod/re-encrypt/stream`: documents of any size with bounded memory on the proxy and in the enclave.
+//!
+//! The request body is the sealed document as bytes; the signed request and the user's public key travel in the
+//! `x-pod-auth-token` and `x-pod-user-key` headers (base64). The proxy reads the document's header, runs the
+//! decision (audit entry durable before release), answers 200 with the receipt in `x-pod-receipt`, then moves one
+//! sealed chunk at a time to the enclave and the re-encrypted chunk to the client. It holds at most one chunk of
+//! look-ahead (to know which chunk is the last) and a small bounded queue towards the client, so a slow client
+//! slows the stream instead of filling memory.
+
+use crate::http::{Body, check_registered_key};
+use crate::parent::{ApiError, Parent};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use pod_protocol::stream::SEALED_CHUNK_SIZE;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Re-encrypted chunks queued towards the client at most.
+const QUEUE: usize = 4;
+/// How long one piece of the request body may take to arrive.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn header_b64(req: &Request<Incoming>, name: &str) -> Result<Vec<u8>, ApiError> {
+    let v = req
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::BadRequest(format!("the `{name}` header (base64) is required")))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .map_err(|_| ApiError::BadRequest(format!("`{name}` is not base64")))
+}
+
+/// Reads more of the body into `buf`; false at the end.
+async fn fill(body: &mut Incoming, buf: &mut Vec<u8>) -> Result<bool, ApiError> {
+    loop {
+        let frame = tokio::time::timeout(READ_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| ApiError::BadRequest("the document stopped arriving".into()))?;
+        match frame {
+            None => return Ok(false),
+            Some(Err(e)) => return Err(ApiError::BadRequest(format!("reading the document: {e}"))),
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    buf.extend_from_slice(&data);
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+/// Handles one streaming re-encryption.
+pub async fn re_encrypt(
+    parent: Arc<Parent>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let token = header_b64(&req, "x-pod-auth-token")?;
+    let user_key = header_b64(&req, "x-pod-user-key")?;
+    check_registered_key(&parent, &token, &user_key)?;
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    // The document's prefix and header (at most 2 KiB after the prefix).
+    let header_end = loop {
+        match pod_protocol::envelope::read_header(&buf) {
+            Ok(Some((_, end))) => break end,
+            Ok(None) => {
+                if buf.len()
+                    > pod_protocol::envelope::MAX_HEADER_LEN + pod_protocol::envelope::PREFIX_LEN
+                    || !fill(&mut body, &mut buf).await?
+                {
+                    return Err(ApiError::BadRequest(
+                        "the document's header is incomplete".into(),
+                    ));
+                }
+            }
+            Err(e) => return Err(ApiError::BadRequest(format!("not a sealed document: {e}"))),
+        }
+    };
+    let header: Vec<u8> = buf.drain(..header_end).collect();
+    let p = parent.clone();
+    let mut conversation = tokio::spawn(async move { p.begin_re_encrypt(&token, &header).await })
+        .await
+        .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))??;
+    let receipt = base64::engine::general_purpose::STANDARD.encode(&conversation.receipt);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
+    let first = Bytes::from(std::mem::take(&mut conversation.header));
+    tokio::spawn(async move {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        let mut ended = false;
+        loop {
+            // Keep a whole chunk plus at least one more byte, or the end, before sending: then we know if it is last.
+            while !ended && buf.len() <= SEALED_CHUNK_SIZE {
+                match fill(&mut body, &mut buf).await {
+                    Ok(true) => {}
+                    Ok(false) => ended = true,
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            let take = buf.len().min(SEALED_CHUNK_SIZE);
+            let chunk: Vec<u8> = buf.drain(..take).collect();
+            let last = ended && buf.is_empty();
+            match parent.stream_chunk(&mut conversation, &chunk, last).await {
+                Ok(out) => {
+                    if tx.send(Ok(Bytes::from(out))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+            if last {
+                parent.finish(conversation);
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .map(|r| r.map(Frame::data));
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&receipt) {
+        headers.insert("x-pod-receipt", v);
+    }
+    Ok(response)
+}
