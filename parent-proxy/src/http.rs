@@ -157,7 +157,13 @@ async fn route(
             let user_spki = pem_der(user_key)?;
             // The user's registered key must be the one named: the request names the user by id, and the pod checks
             // membership; here the proxy checks the caller's claim against the registered bundle in the room log.
-            check_registered_key(parent, &token, &user_spki)?;
+            if let Err(e) = check_registered_key(parent, &token, &user_spki) {
+                // A pod that is down or sealed answers 503 whatever the request, so clients retry rather than give up.
+                if !parent.is_ready().await {
+                    return Err(ApiError::Unavailable("the enclave is not ready".into()));
+                }
+                return Err(e);
+            }
             // The conversation with the enclave runs in its own task: a client that disconnects mid-way must not
             // cancel it between the enclave's audit entry and its storage.
             let p = parent.clone();

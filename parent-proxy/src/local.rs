@@ -302,9 +302,11 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
             kms: KmsSettings {
                 key_id,
                 pod_name: "local-pod".into(),
-                access_key_id: "AKIDLOCAL".into(),
-                secret_access_key: "local".into(),
-                session_token: None,
+                credentials: crate::parent::Credentials::Static {
+                    access_key_id: "AKIDLOCAL".into(),
+                    secret_access_key: "local".into(),
+                    session_token: None,
+                },
             },
         })
         .map_err(|e| anyhow::anyhow!("{e}"))?,

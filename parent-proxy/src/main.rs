@@ -17,6 +17,23 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the pod on the EC2 parent instance (configuration: a TOML file, then environment, then flags).
+    Serve {
+        /// The configuration file (see the `config` module documentation for its keys).
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/secure-pod/pod-proxy.toml",
+            env = "POD_PROXY_CONFIG"
+        )]
+        config: std::path::PathBuf,
+        /// Overrides `listen`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Overrides `state_dir`.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<std::path::PathBuf>,
+    },
     /// Run the whole pod on this machine: kms-local, the enclave with a mock NSM, the KMS relay and the HTTPS proxy.
     Local {
         /// Where the pod keeps its state (keys sealed by KMS, logs, certificates).
@@ -51,6 +68,26 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Serve {
+            config,
+            listen,
+            state_dir,
+        } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let mut c = pod_proxy::config::load(&text, |k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(l) = listen {
+                c.listen = l;
+            }
+            if let Some(d) = state_dir {
+                c.state_dir = d;
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(pod_proxy::serve::run(c))
+        }
         Command::Local { state_dir, listen } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -14,6 +14,34 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// Where the credentials handed to the enclave come from.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Fixed credentials (local mode, or from the environment).
+    Static {
+        /// Access key id.
+        access_key_id: String,
+        /// Secret access key.
+        secret_access_key: String,
+        /// Session token.
+        session_token: Option<String>,
+    },
+    /// The instance role through IMDSv2, fetched afresh at every unseal.
+    Imds {
+        /// The IMDS endpoint.
+        endpoint: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Static { access_key_id, .. } => write!(f, "Static({access_key_id}, …)"),
+            Self::Imds { endpoint } => write!(f, "Imds({endpoint})"),
+        }
+    }
+}
+
 /// How the parent obtains the pod key from KMS, through the enclave.
 #[derive(Debug, Clone)]
 pub struct KmsSettings {
@@ -21,12 +49,8 @@ pub struct KmsSettings {
     pub key_id: String,
     /// The pod's name, bound into the encryption context.
     pub pod_name: String,
-    /// Access key id handed to the enclave.
-    pub access_key_id: String,
-    /// Secret access key handed to the enclave.
-    pub secret_access_key: String,
-    /// Session token, for temporary credentials.
-    pub session_token: Option<String>,
+    /// The credentials the enclave signs its KMS calls with.
+    pub credentials: Credentials,
 }
 
 /// The parent's configuration.
@@ -209,6 +233,30 @@ impl Parent {
         let health = self.health().await?;
         if health.status == "sealed" {
             let kms = &self.config.kms;
+            let (access_key_id, secret_access_key, session_token) = match &kms.credentials {
+                Credentials::Static {
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                } => (
+                    access_key_id.clone(),
+                    secret_access_key.clone(),
+                    session_token.clone(),
+                ),
+                Credentials::Imds { endpoint } => {
+                    let c = crate::imds::role_credentials(endpoint)
+                        .await
+                        .map_err(ApiError::Unavailable)?;
+                    (c.access_key_id, c.secret_access_key, Some(c.token))
+                }
+            };
+            let push_creds = |e: &mut Encoder| {
+                e.text(&access_key_id).text(&secret_access_key);
+                match &session_token {
+                    Some(t) => e.text(t),
+                    None => e.null(),
+                };
+            };
             let mut creds = Encoder::new();
             let reply = match self.sealed_key() {
                 Some(k) => {
@@ -220,12 +268,12 @@ impl Parent {
                                 .map_err(|_| ApiError::Internal("bad fingerprint".into()))?,
                         )
                         .text(&k.pod_name);
-                    push_creds(&mut creds, kms);
+                    push_creds(&mut creds);
                     self.enclave.call(kind::UNSEAL, creds.as_bytes()).await?
                 }
                 None => {
                     creds.array(5).text(&kms.key_id).text(&kms.pod_name);
-                    push_creds(&mut creds, kms);
+                    push_creds(&mut creds);
                     self.enclave.call(kind::PROVISION, creds.as_bytes()).await?
                 }
             };
@@ -287,6 +335,11 @@ impl Parent {
             }
         }
         self.health().await
+    }
+
+    /// True when the enclave answers and holds its key.
+    pub async fn is_ready(&self) -> bool {
+        matches!(self.health().await, Ok(h) if h.status == "ready")
     }
 
     /// The enclave's health.
@@ -561,14 +614,6 @@ pub struct Conversation {
     pub header: Vec<u8>,
     /// The signed receipt.
     pub receipt: Vec<u8>,
-}
-
-fn push_creds(e: &mut Encoder, kms: &KmsSettings) {
-    e.text(&kms.access_key_id).text(&kms.secret_access_key);
-    match &kms.session_token {
-        Some(t) => e.text(t),
-        None => e.null(),
-    };
 }
 
 fn audit_log_next_seq(log: &Mutex<RecordLog>) -> u64 {

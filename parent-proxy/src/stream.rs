@@ -60,7 +60,12 @@ pub async fn re_encrypt(
 ) -> Result<Response<Body>, ApiError> {
     let token = header_b64(&req, "x-pod-auth-token")?;
     let user_key = header_b64(&req, "x-pod-user-key")?;
-    check_registered_key(&parent, &token, &user_key)?;
+    if let Err(e) = check_registered_key(&parent, &token, &user_key) {
+        if !parent.is_ready().await {
+            return Err(ApiError::Unavailable("the enclave is not ready".into()));
+        }
+        return Err(e);
+    }
     let mut body = req.into_body();
     let mut buf = Vec::new();
     // The document's prefix and header (at most 2 KiB after the prefix).

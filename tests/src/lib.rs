@@ -477,3 +477,96 @@ pub mod local {
         let _ = child.wait();
     }
 }
+
+/// The pod's processes started one by one (kms-local, the enclave in KMS mode), for tests that need them apart.
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+pub mod services {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+
+    /// A child process killed when dropped.
+    pub struct Proc(pub Child);
+
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Starts kms-local on a free port and returns it with its address.
+    pub fn start_kms(state: &Path, root: &Path) -> (Proc, String) {
+        let mut child = Command::new(crate::bin("kms-local"))
+            .args(["--listen", "127.0.0.1:0", "--no-aws-root", "--state-dir"])
+            .arg(state)
+            .arg("--root")
+            .arg(root)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+        (Proc(child), addr)
+    }
+
+    /// One KMS JSON 1.1 call over plain HTTP (test set-up only; the pod's own calls go through aws-sdk-kms).
+    pub fn kms_call(addr: &str, op: &str, body: &serde_json::Value) -> serde_json::Value {
+        let body = body.to_string();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-amz-json-1.1\r\nX-Amz-Target: TrentService.{op}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        let (_, json) = response.split_once("\r\n\r\n").unwrap();
+        serde_json::from_str(json).unwrap()
+    }
+
+    pub fn create_pinned_key(addr: &str, pcr0: &str) -> String {
+        let policy = serde_json::json!({"Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": ["kms:GenerateDataKeyPair", "kms:Decrypt"], "Resource": "*",
+             "Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:ImageSha384": pcr0}}},
+            {"Effect": "Deny", "Principal": "*", "Action": ["kms:Encrypt", "kms:ReEncrypt*"], "Resource": "*"}
+        ]});
+        let out = kms_call(
+            addr,
+            "CreateKey",
+            &serde_json::json!({"Policy": policy.to_string()}),
+        );
+        out["KeyMetadata"]["KeyId"].as_str().unwrap().to_owned()
+    }
+
+    pub fn start_enclave(dir: &Path, kms_addr: &str) -> (Proc, crate::parent::Link) {
+        let socket = dir.join("enclave.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new(crate::bin("pod-enclave"))
+            .args([
+                "serve",
+                "--nsm",
+                "mock",
+                "--pod-key",
+                "kms",
+                "--mock-state-dir",
+            ])
+            .arg(dir.join("nsm"))
+            .arg("--listen")
+            .arg(format!("unix:{}", socket.display()))
+            .arg("--kms-endpoint")
+            .arg(format!("http://{kms_addr}"))
+            .arg("--kms-via")
+            .arg(format!("unix:{}", dir.join("relay.sock").display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        let link = crate::parent::Link::connect(&socket).unwrap();
+        (proc, link)
+    }
+}
