@@ -630,7 +630,9 @@ const GAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The group-commit writer. Conversations deliver entries in any order; the writer puts them in sequence order
 /// (the order the enclave chained them), writes every contiguous run it has with one fsync, and answers each.
 /// An entry that never arrives (its conversation died between the enclave and here; its request was never
-/// released) is waited for [`GAP_WAIT`], then written past, and the verifier will report the gap.
+/// released) is waited for [`GAP_WAIT`], then written past, and the verifier will report the gap. A write that fails
+/// (disk full, read-only) answers its callers with the error — so nothing is released — and is retried until it
+/// succeeds, keeping the chain whole; such an entry then records a decision whose delivery did not happen.
 fn audit_writer(
     rx: std::sync::mpsc::Receiver<AuditJob>,
     log: Arc<Mutex<RecordLog>>,
@@ -639,34 +641,39 @@ fn audit_writer(
 ) {
     use std::collections::BTreeMap;
     use std::sync::mpsc::RecvTimeoutError;
-    let mut waiting: BTreeMap<u64, (Vec<u8>, AuditReply)> = BTreeMap::new();
+    // A reply is None once answered: an entry whose write failed stays here, unanswered callers already told.
+    let mut waiting: BTreeMap<u64, (Vec<u8>, Option<AuditReply>)> = BTreeMap::new();
     let mut gap_since: Option<std::time::Instant> = None;
+    let mut failing = false;
     loop {
-        let wait = if waiting.is_empty() {
+        let wait = if failing {
+            std::time::Duration::from_millis(500)
+        } else if waiting.is_empty() {
             std::time::Duration::from_secs(3600)
         } else {
             std::time::Duration::from_millis(50)
         };
         match rx.recv_timeout(wait) {
             Ok((seq, entry, reply)) => {
-                if seq < next {
+                if seq < next && !waiting.contains_key(&next) {
                     // A restarted enclave resumed below what we hold: take its numbering.
                     next = seq;
                 }
-                waiting.insert(seq, (entry, reply));
+                waiting.insert(seq, (entry, Some(reply)));
                 while let Ok((seq, entry, reply)) = rx.try_recv() {
-                    waiting.insert(seq, (entry, reply));
+                    waiting.insert(seq, (entry, Some(reply)));
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        let mut batch = Vec::new();
-        while let Some(job) = waiting.remove(&next) {
-            batch.push(job);
-            next = next.saturating_add(1);
+        let mut seqs = Vec::new();
+        let mut cursor = next;
+        while waiting.contains_key(&cursor) {
+            seqs.push(cursor);
+            cursor = cursor.saturating_add(1);
         }
-        if batch.is_empty() {
+        if seqs.is_empty() {
             if let Some(&first) = waiting.keys().next() {
                 let since = *gap_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() >= GAP_WAIT {
@@ -682,22 +689,44 @@ fn audit_writer(
             continue;
         }
         gap_since = None;
-        let entries: Vec<Vec<u8>> = batch.iter().map(|(e, _)| e.clone()).collect();
+        let entries: Vec<Vec<u8>> = seqs
+            .iter()
+            .filter_map(|s| waiting.get(s).map(|(e, _)| e.clone()))
+            .collect();
         let result = log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .append_all(&entries)
             .map_err(|e| e.to_string());
-        if result.is_ok() {
-            metrics
-                .audit_appended
-                .fetch_add(entries.len() as u64, Ordering::Relaxed);
-            metrics.audit_commits.fetch_add(1, Ordering::Relaxed);
-        } else {
-            tracing::error!(error = ?result, "audit append failed; nothing is released");
-        }
-        for (_, reply) in batch {
-            let _ = reply.send(result.clone());
+        match &result {
+            Ok(()) => {
+                failing = false;
+                metrics
+                    .audit_appended
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                metrics.audit_commits.fetch_add(1, Ordering::Relaxed);
+                next = cursor;
+                for s in &seqs {
+                    if let Some((_, Some(reply))) = waiting.remove(s) {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing is acknowledged, so nothing is released; the entries stay queued and are written when the
+                // disk comes back, so the chain has no hole.
+                if !failing {
+                    tracing::error!(error = %e, "audit append failed; nothing is released until it succeeds");
+                }
+                failing = true;
+                for s in &seqs {
+                    if let Some((_, reply)) = waiting.get_mut(s) {
+                        if let Some(r) = reply.take() {
+                            let _ = r.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
         }
     }
 }

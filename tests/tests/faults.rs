@@ -1,0 +1,257 @@
+//! Faults: the audit disk refusing writes, and KMS unavailable at boot.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use base64::Engine as _;
+use pod_protocol::audit;
+use pod_protocol::envelope::{self, Kind};
+use pod_protocol::keys::EncryptionKey;
+use pod_tests::fixtures::{self, RoomFixture};
+use pod_tests::https::Client;
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn chattr(flag: &str, path: &std::path::Path) {
+    let ok = Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .expect("chattr (e2fsprogs) is installed");
+    assert!(
+        ok.success(),
+        "chattr {flag} failed: the audit-disk fault needs a file system with immutable files"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_audit_log_releases_nothing_and_recovers_without_a_gap() {
+    let pod = pod_tests::local::start();
+    let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
+    let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
+    let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
+    let pc = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs).unwrap();
+    let verified = pc.attest().await.unwrap();
+    let client = Client::new(&pod.url, Some(&cacert)).unwrap();
+    let room = RoomFixture::new().unwrap();
+    let (s, _) = client
+        .call(
+            "POST",
+            "/rooms",
+            Some(&json!({"entry": b64(room.log[0].as_bytes())})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    let (s, _) = client
+        .call(
+            "POST",
+            &format!("/rooms/{}/entries", hex::encode(room.id())),
+            Some(&json!({"entry": b64(room.log[1].as_bytes())})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let sealed = envelope::seal(
+        Kind::SealedToPod,
+        &room.id(),
+        b"d",
+        &EncryptionKey::HpkeP256(verified.pod_key.clone()),
+        b"secret",
+    )
+    .unwrap();
+    let (header, _) = envelope::read_header(&sealed).unwrap().unwrap();
+    let ask = || {
+        let token =
+            fixtures::request(&room.member, &room.id(), &header, &verified.pod_key).unwrap();
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            b64(&room.member.bundle.encryption_key().to_spki_der())
+        );
+        json!({"encrypted_blob": b64(&sealed), "user_public_key": pem, "auth_token": b64(token.as_bytes())})
+    };
+    let (s, _) = client
+        .call("POST", "/pod/re-encrypt", Some(&ask()))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+
+    let log = pod.state.join("audit.log");
+    chattr("+i", &log);
+    let (s, r) = client
+        .call("POST", "/pod/re-encrypt", Some(&ask()))
+        .await
+        .unwrap();
+    chattr("-i", &log);
+    assert_eq!(s, 503, "{r}");
+    assert!(r.get("re_encrypted_content").is_none(), "nothing released");
+    // Once the disk takes writes again the queued entry is written, the chain stays whole, and service resumes.
+    let (s, _) = client
+        .call("POST", "/pod/re-encrypt", Some(&ask()))
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let (_, a) = client.call("GET", "/audit?from=0", None).await.unwrap();
+    let entries: Vec<Vec<u8>> = a["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            base64::engine::general_purpose::STANDARD
+                .decode(e.as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(entries.len(), 3);
+    audit::verify_log(&entries, &verified.receipt_key, &[], &[]).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_unavailable_at_boot_is_reported_and_the_pod_recovers_when_it_returns() {
+    use pod_tests::services::{Proc, create_pinned_key, start_enclave, start_kms};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let made = Command::new(pod_tests::bin("pod-enclave"))
+        .args([
+            "attest",
+            "--nsm",
+            "mock",
+            "--out",
+            "/dev/null",
+            "--mock-state-dir",
+        ])
+        .arg(d.join("nsm"))
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    // Create the key, then take KMS down.
+    let (kms, kms_addr) = start_kms(&d.join("kms"), &d.join("nsm/mock-root.pem"));
+    let image = std::fs::read(pod_tests::bin("pod-enclave")).unwrap();
+    let key_id = create_pinned_key(
+        &kms_addr,
+        &hex::encode(&pod_enclave::nsm::mock_pcrs_for_image(&image)[0]),
+    );
+    drop(kms);
+    let _relay = Proc(
+        Command::new(pod_tests::bin("pod-proxy"))
+            .args(["kms-relay", "--listen"])
+            .arg(format!("unix:{}", d.join("relay.sock").display()))
+            .args(["--to", &kms_addr])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (_enclave, link) = start_enclave(d, &kms_addr);
+    drop(link);
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
+        .arg(d.join("key.pem"))
+        .arg("-out")
+        .arg(d.join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        d.join("pod-proxy.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[enclave]\naddress = \"unix:{}\"\n\
+             [kms]\nkey_id = \"{key_id}\"\npod_name = \"faults\"\ncredentials = \"static\"\n",
+            d.join("parent").display(),
+            d.join("cert.pem").display(),
+            d.join("key.pem").display(),
+            d.join("enclave.sock").display()
+        ),
+    )
+    .unwrap();
+    let _proxy = Proc(
+        Command::new(pod_tests::bin("pod-proxy"))
+            .args(["serve", "--config"])
+            .arg(d.join("pod-proxy.toml"))
+            .env("AWS_ACCESS_KEY_ID", "AKIDLOCAL")
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::new(
+        &format!("https://127.0.0.1:{port}"),
+        Some(&std::fs::read_to_string(d.join("cert.pem")).unwrap()),
+    )
+    .unwrap();
+    // Health explains while KMS is away.
+    let mut explained = false;
+    for _ in 0..100 {
+        if let Ok((_, h)) = client.call("GET", "/pod/health", None).await {
+            if h["sealed_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("unreachable"))
+            {
+                explained = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(explained, "health said why the pod is sealed");
+    // KMS returns on the same address: the watcher retries and the pod becomes ready.
+    let port_only = kms_addr.rsplit(':').next().unwrap();
+    let _kms_again = Proc(
+        Command::new(pod_tests::bin("kms-local"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port_only}"),
+                "--no-aws-root",
+                "--state-dir",
+            ])
+            .arg(d.join("kms"))
+            .arg("--root")
+            .arg(d.join("nsm/mock-root.pem"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Ok((200, h)) = client.call("GET", "/pod/health", None).await {
+            if h["status"] == "ready" {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the pod unsealed once KMS came back");
+}
