@@ -614,52 +614,11 @@ impl PodClient {
         Ok((entries, summary, current))
     }
 
-    /// Fetches and verifies the whole audit log; returns the entries.
+    /// Fetches and verifies the whole audit log against the pod's current checkpoint; returns the entries.
     pub async fn audit(&self) -> Result<(Vec<audit::Entry>, audit::LogSummary), ClientError> {
-        let pod = self.attest().await?;
-        // The checkpoint first: a log served afterwards must reach at least that far, so a truncated log shows.
-        let checkpoints = match self.call("GET", "/audit/checkpoint", None).await {
-            Ok(v) => vec![
-                audit::Checkpoint::parse_verified(&unb64(&v, "checkpoint")?, &pod.receipt_key)
-                    .map_err(|_| {
-                        ClientError::Integrity(
-                            "the checkpoint is not signed by the attested pod".into(),
-                        )
-                    })?,
-            ],
-            // An empty log has nothing to checkpoint.
-            Err(ClientError::Refused { .. }) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        let mut raw = Vec::new();
-        loop {
-            let v = self
-                .call("GET", &format!("/audit?from={}", raw.len()), None)
-                .await?;
-            let batch = v
-                .get("entries")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            if batch.is_empty() {
-                break;
-            }
-            for e in batch {
-                raw.push(
-                    e.as_str()
-                        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                        .ok_or_else(|| ClientError::Integrity("audit entry not base64".into()))?,
-                );
-            }
-        }
-        let summary = audit::verify_log(&raw, &pod.receipt_key, &checkpoints, &[])
-            .map_err(|e| ClientError::Integrity(e.to_string()))?;
-        let entries = raw
-            .iter()
-            .filter_map(|b| audit::SignedEntry::parse_verified(b, &pod.receipt_key).ok())
-            .map(|e| e.entry().clone())
-            .collect();
-        Ok((entries, summary))
+        self.audit_with(&[])
+            .await
+            .map(|(entries, summary, _)| (entries, summary))
     }
 }
 

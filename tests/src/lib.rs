@@ -569,4 +569,112 @@ pub mod services {
         let link = crate::parent::Link::connect(&socket).unwrap();
         (proc, link)
     }
+
+    /// Creates the mock NSM's CA in `d/nsm` (so KMS can be told to trust its root before the enclave starts).
+    pub fn mock_ca(d: &Path) {
+        let made = Command::new(crate::bin("pod-enclave"))
+            .args([
+                "attest",
+                "--nsm",
+                "mock",
+                "--out",
+                "/dev/null",
+                "--mock-state-dir",
+            ])
+            .arg(d.join("nsm"))
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    }
+
+    /// PCR0 the mock NSM reports for the built enclave binary, hex.
+    pub fn enclave_pcr0() -> String {
+        let image = std::fs::read(crate::bin("pod-enclave")).unwrap();
+        hex::encode(&pod_enclave::nsm::mock_pcrs_for_image(&image)[0])
+    }
+
+    /// `pod-proxy kms-relay` from `d/relay.sock` to `to`.
+    pub fn start_relay(d: &Path, to: &str) -> Proc {
+        Proc(
+            Command::new(crate::bin("pod-proxy"))
+                .args(["kms-relay", "--listen"])
+                .arg(format!("unix:{}", d.join("relay.sock").display()))
+                .args(["--to", to])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// A self-signed end-entity certificate for 127.0.0.1 as `d/cert.pem` and `d/key.pem` (rustls refuses a CA
+    /// certificate as a server certificate, so basicConstraints says so).
+    pub fn tls_files(d: &Path) {
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .output()
+            .expect("openssl makes the test certificate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `pod-proxy serve` from a configuration written to `d/pod-proxy.toml` (enclave at `d/enclave.sock`, static
+    /// credentials); returns the process and the URL.
+    pub fn start_serve(d: &Path, key_id: &str) -> (Proc, String) {
+        tls_files(d);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        std::fs::write(
+            d.join("pod-proxy.toml"),
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
+                 [enclave]\naddress = \"unix:{}\"\n[kms]\nkey_id = \"{key_id}\"\npod_name = \"test-pod\"\ncredentials = \"static\"\n",
+                d.join("parent").display(),
+                d.join("cert.pem").display(),
+                d.join("key.pem").display(),
+                d.join("enclave.sock").display()
+            ),
+        )
+        .unwrap();
+        let proxy = Proc(
+            Command::new(crate::bin("pod-proxy"))
+                .args(["serve", "--config"])
+                .arg(d.join("pod-proxy.toml"))
+                .env("AWS_ACCESS_KEY_ID", "AKIDLOCAL")
+                .env("AWS_SECRET_ACCESS_KEY", "local")
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        (proxy, format!("https://127.0.0.1:{port}"))
+    }
 }

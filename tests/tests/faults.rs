@@ -117,97 +117,23 @@ async fn an_unwritable_audit_log_releases_nothing_and_recovers_without_a_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_unavailable_at_boot_is_reported_and_the_pod_recovers_when_it_returns() {
-    use pod_tests::services::{Proc, create_pinned_key, start_enclave, start_kms};
+    use pod_tests::services::{
+        Proc, create_pinned_key, enclave_pcr0, mock_ca, start_enclave, start_kms, start_relay,
+        start_serve,
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let made = Command::new(pod_tests::bin("pod-enclave"))
-        .args([
-            "attest",
-            "--nsm",
-            "mock",
-            "--out",
-            "/dev/null",
-            "--mock-state-dir",
-        ])
-        .arg(d.join("nsm"))
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    mock_ca(d);
     // Create the key, then take KMS down.
     let (kms, kms_addr) = start_kms(&d.join("kms"), &d.join("nsm/mock-root.pem"));
-    let image = std::fs::read(pod_tests::bin("pod-enclave")).unwrap();
-    let key_id = create_pinned_key(
-        &kms_addr,
-        &hex::encode(&pod_enclave::nsm::mock_pcrs_for_image(&image)[0]),
-    );
+    let key_id = create_pinned_key(&kms_addr, &enclave_pcr0());
     drop(kms);
-    let _relay = Proc(
-        Command::new(pod_tests::bin("pod-proxy"))
-            .args(["kms-relay", "--listen"])
-            .arg(format!("unix:{}", d.join("relay.sock").display()))
-            .args(["--to", &kms_addr])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _relay = start_relay(d, &kms_addr);
     let (_enclave, link) = start_enclave(d, &kms_addr);
     drop(link);
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-keyout",
-        ])
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        d.join("pod-proxy.toml"),
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[enclave]\naddress = \"unix:{}\"\n\
-             [kms]\nkey_id = \"{key_id}\"\npod_name = \"faults\"\ncredentials = \"static\"\n",
-            d.join("parent").display(),
-            d.join("cert.pem").display(),
-            d.join("key.pem").display(),
-            d.join("enclave.sock").display()
-        ),
-    )
-    .unwrap();
-    let _proxy = Proc(
-        Command::new(pod_tests::bin("pod-proxy"))
-            .args(["serve", "--config"])
-            .arg(d.join("pod-proxy.toml"))
-            .env("AWS_ACCESS_KEY_ID", "AKIDLOCAL")
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_proxy, url) = start_serve(d, &key_id);
     let client = Client::new(
-        &format!("https://127.0.0.1:{port}"),
+        &url,
         Some(&std::fs::read_to_string(d.join("cert.pem")).unwrap()),
     )
     .unwrap();

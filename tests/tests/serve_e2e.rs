@@ -10,111 +10,23 @@
 )]
 
 use pod_tests::https::Client;
-use pod_tests::services::{Proc, create_pinned_key, start_enclave, start_kms};
+use pod_tests::services::{
+    Proc, create_pinned_key, enclave_pcr0, mock_ca, start_enclave, start_kms, start_relay,
+    start_serve,
+};
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn setup(d: &Path, pcr0: Option<String>) -> (Vec<Proc>, String) {
-    let made = Command::new(pod_tests::bin("pod-enclave"))
-        .args([
-            "attest",
-            "--nsm",
-            "mock",
-            "--out",
-            "/dev/null",
-            "--mock-state-dir",
-        ])
-        .arg(d.join("nsm"))
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    mock_ca(d);
     let (kms, kms_addr) = start_kms(&d.join("kms"), &d.join("nsm/mock-root.pem"));
-    let relay = Proc(
-        Command::new(pod_tests::bin("pod-proxy"))
-            .args(["kms-relay", "--listen"])
-            .arg(format!("unix:{}", d.join("relay.sock").display()))
-            .args(["--to", &kms_addr])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let image = std::fs::read(pod_tests::bin("pod-enclave")).unwrap();
-    let pcr0 =
-        pcr0.unwrap_or_else(|| hex::encode(&pod_enclave::nsm::mock_pcrs_for_image(&image)[0]));
-    let key_id = create_pinned_key(&kms_addr, &pcr0);
+    let relay = start_relay(d, &kms_addr);
+    let key_id = create_pinned_key(&kms_addr, &pcr0.unwrap_or_else(enclave_pcr0));
     let (enclave, link) = start_enclave(d, &kms_addr);
     drop(link);
-    // TLS for the proxy.
-    let key = tls_files(d);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        d.join("pod-proxy.toml"),
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n\
-             [enclave]\naddress = \"unix:{}\"\n[kms]\nkey_id = \"{key_id}\"\npod_name = \"serve-test\"\ncredentials = \"static\"\n",
-            d.join("parent").display(),
-            d.join("cert.pem").display(),
-            key.display(),
-            d.join("enclave.sock").display()
-        ),
-    )
-    .unwrap();
-    let proxy = Proc(
-        Command::new(pod_tests::bin("pod-proxy"))
-            .args(["serve", "--config"])
-            .arg(d.join("pod-proxy.toml"))
-            .env("AWS_ACCESS_KEY_ID", "AKIDLOCAL")
-            .env("AWS_SECRET_ACCESS_KEY", "local")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    (
-        vec![proxy, enclave, relay, kms],
-        format!("https://127.0.0.1:{port}"),
-    )
-}
-
-/// A self-signed certificate for 127.0.0.1, written as cert.pem and key.pem.
-fn tls_files(d: &Path) -> std::path::PathBuf {
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(d.join("key.pem"))
-        .arg("-out")
-        .arg(d.join("cert.pem"))
-        .output()
-        .expect("openssl makes the test certificate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d.join("key.pem")
+    let (proxy, url) = start_serve(d, &key_id);
+    (vec![proxy, enclave, relay, kms], url)
 }
 
 async fn wait_health(client: &Client) -> serde_json::Value {
