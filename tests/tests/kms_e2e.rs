@@ -14,8 +14,9 @@ use pod_protocol::keys::fingerprint;
 use pod_protocol::link::{self, kind};
 use pod_tests::fixtures::now_ms;
 use pod_tests::parent::Link;
-use pod_tests::services::{Proc, create_pinned_key, start_enclave, start_kms};
-use std::process::{Command, Stdio};
+use pod_tests::services::{
+    create_pinned_key, enclave_pcr0, mock_ca, start_enclave, start_kms, start_relay,
+};
 
 /// `[status, fingerprint|null, audit_next_seq, rooms, config_hash, failure|null, sealed_reason|null]`.
 fn health(link: &mut Link) -> (String, Option<Vec<u8>>, Option<String>) {
@@ -70,31 +71,10 @@ fn the_pod_key_is_born_in_kms_and_comes_back_only_to_the_attested_enclave() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // The mock NSM's CA exists before KMS is told to trust it.
-    let made = Command::new(pod_tests::bin("pod-enclave"))
-        .args([
-            "attest",
-            "--nsm",
-            "mock",
-            "--out",
-            "/dev/null",
-            "--mock-state-dir",
-        ])
-        .arg(d.join("nsm"))
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    mock_ca(d);
     let (_kms, kms_addr) = start_kms(&d.join("kms"), &d.join("nsm/mock-root.pem"));
-    let relay = Proc(
-        Command::new(pod_tests::bin("pod-proxy"))
-            .args(["kms-relay", "--listen"])
-            .arg(format!("unix:{}", d.join("relay.sock").display()))
-            .args(["--to", &kms_addr])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let image = std::fs::read(pod_tests::bin("pod-enclave")).unwrap();
-    let pcr0 = hex::encode(&pod_enclave::nsm::mock_pcrs_for_image(&image)[0]);
+    let relay = start_relay(d, &kms_addr);
+    let pcr0 = enclave_pcr0();
     let key_id = create_pinned_key(&kms_addr, &pcr0);
 
     // First start: sealed until the ceremony.
@@ -202,15 +182,7 @@ fn an_unreachable_kms_is_retried_and_reported() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = closed.local_addr().unwrap().to_string();
     drop(closed);
-    let _relay = Proc(
-        Command::new(pod_tests::bin("pod-proxy"))
-            .args(["kms-relay", "--listen"])
-            .arg(format!("unix:{}", d.join("relay.sock").display()))
-            .args(["--to", &dead])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _relay = start_relay(d, &dead);
     let (_enclave, mut link) = start_enclave(d, &dead);
     let reply = link
         .call(kind::UNSEAL, &unseal_body(b"blob", &[0u8; 32]))
