@@ -8,6 +8,7 @@
 
 pub mod https;
 pub mod keyfile;
+pub mod policy;
 
 use attestation_verifier::{ExpectedPcrs, Policy, UnixTime, Verifier};
 use base64::Engine as _;

@@ -91,31 +91,6 @@ fn kms_call(addr: &str, op: &str, body: &serde_json::Value) -> anyhow::Result<se
     Ok(v)
 }
 
-/// The key policy for the pod's KMS key, pinned to the enclave's PCR0..2: the ceremony and unseal only with an
-/// attestation of this image, and nobody may wrap a key of their own under it.
-pub fn render_policy(pcrs: &serde_json::Value) -> serde_json::Value {
-    let pcr = |i: u8| {
-        pcrs.get(format!("PCR{i}"))
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Sid": "EnclaveOnly", "Effect": "Allow", "Principal": {"AWS": "*"},
-             "Action": ["kms:GenerateDataKeyPair", "kms:Decrypt"], "Resource": "*",
-             "Condition": {"StringEqualsIgnoreCase": {
-                 "kms:RecipientAttestation:ImageSha384": pcr(0),
-                 "kms:RecipientAttestation:PCR1": pcr(1),
-                 "kms:RecipientAttestation:PCR2": pcr(2)}}},
-            {"Sid": "NoKeySubstitution", "Effect": "Deny", "Principal": "*",
-             "Action": ["kms:Encrypt", "kms:ReEncrypt*"], "Resource": "*"},
-            {"Sid": "Describe", "Effect": "Allow", "Principal": "*", "Action": "kms:DescribeKey", "Resource": "*"}
-        ]
-    })
-}
-
 fn start_kms(bin: &Path, state: &Path) -> anyhow::Result<(Service, String)> {
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--no-aws-root", "--state-dir"])
@@ -265,11 +240,12 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
                 .to_owned()
         }
         None => {
+            // The same renderer operators use (`podctl policy`); kms-local has one caller, so both principals are it.
+            let policy = pod_client::policy::render(&pcrs_text, "*", "*")?;
             let out = kms_call(
                 &kms_addr,
                 "CreateKey",
-                &serde_json::json!({
-                "Description": "Secure Pod local pod key", "Policy": render_policy(&pcrs_json).to_string()}),
+                &serde_json::json!({"Description": "Secure Pod local pod key", "Policy": policy.to_string()}),
             )?;
             let id = out
                 .pointer("/KeyMetadata/KeyId")

@@ -98,6 +98,15 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print the KMS key policy for the published PCR file (for `aws kms create-key --policy file://...`).
+    Policy {
+        /// The role of the parent instance (the enclave's KMS calls are signed with its credentials).
+        #[arg(long, value_name = "ARN")]
+        role_arn: String,
+        /// The principal that administers the key (never given a cryptographic operation).
+        #[arg(long, value_name = "ARN")]
+        admin_arn: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -317,6 +326,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 input.display(),
                 out.display()
             );
+        }
+        Command::Policy {
+            role_arn,
+            admin_arn,
+        } => {
+            let pcrs = read(
+                cli.pod
+                    .pcrs
+                    .as_ref()
+                    .context("no PCR file: give --pcrs FILE or set POD_PCRS")?,
+                "--pcrs",
+            )?;
+            let policy = pod_client::policy::render(&pcrs, &role_arn, &admin_arn)?;
+            println!("{}", serde_json::to_string_pretty(&policy)?);
         }
         Command::Audit(AuditCommand::Verify { show, checkpoints }) => {
             let c = client(&cli.pod)?;
