@@ -7,23 +7,49 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn eif(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../eif").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../eif")
+        .join(name)
 }
 
 #[test]
 fn scripts_parse() {
     for script in ["build.sh", "run.sh"] {
-        let o = Command::new("bash").arg("-n").arg(eif(script)).output().unwrap();
-        assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("bash")
+            .arg("-n")
+            .arg(eif(script))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let ci = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/fuzz-short");
-    assert!(Command::new("bash").arg("-n").arg(ci).status().unwrap().success());
+    assert!(
+        Command::new("bash")
+            .arg("-n")
+            .arg(ci)
+            .status()
+            .unwrap()
+            .success()
+    );
     match Command::new("shellcheck").arg("--version").output() {
         Ok(_) => {
-            let o = Command::new("shellcheck").arg(eif("build.sh")).arg(eif("run.sh")).output().unwrap();
+            let ci = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci");
+            let o = Command::new("shellcheck")
+                .arg(eif("build.sh"))
+                .arg(eif("run.sh"))
+                .arg(ci.join("run"))
+                .arg(ci.join("fuzz-short"))
+                .output()
+                .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
         }
-        Err(_) => eprintln!("NOTE: shellcheck is not installed; only `bash -n` checked the scripts"),
+        Err(_) => {
+            eprintln!("NOTE: shellcheck is not installed; only `bash -n` checked the scripts")
+        }
     }
 }
 
@@ -38,9 +64,18 @@ fn the_example_configuration_loads() {
 #[test]
 fn the_units_run_real_subcommands() {
     for (unit, words) in [
-        ("systemd/secure-pod-proxy.service", vec!["pod-proxy serve --config"]),
-        ("systemd/secure-pod-kms-relay.service", vec!["pod-proxy kms-relay --listen vsock:8000 --to kms."]),
-        ("systemd/secure-pod-enclave.service", vec!["run.sh", "terminate-enclave"]),
+        (
+            "systemd/secure-pod-proxy.service",
+            vec!["pod-proxy serve --config"],
+        ),
+        (
+            "systemd/secure-pod-kms-relay.service",
+            vec!["pod-proxy kms-relay --listen vsock:8000 --to kms."],
+        ),
+        (
+            "systemd/secure-pod-enclave.service",
+            vec!["run.sh", "terminate-enclave"],
+        ),
     ] {
         let text = std::fs::read_to_string(eif(unit)).unwrap();
         for w in words {
@@ -48,8 +83,14 @@ fn the_units_run_real_subcommands() {
         }
     }
     // And those subcommands exist with those flags.
-    let help = Command::new(env!("CARGO_BIN_EXE_pod-proxy")).args(["serve", "--help"]).output().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_pod-proxy"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("--config"));
-    let help = Command::new(env!("CARGO_BIN_EXE_pod-proxy")).args(["kms-relay", "--help"]).output().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_pod-proxy"))
+        .args(["kms-relay", "--help"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("--to"));
 }
