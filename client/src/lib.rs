@@ -98,6 +98,30 @@ pub struct PodClient {
     pinned: Option<[u8; HASH_LEN]>,
 }
 
+/// A fresh re-encrypt request by `user` for the document with `header`, for the pod key `pod_fingerprint`.
+fn signed_request(
+    user: &UserSecrets,
+    header: &envelope::Header,
+    pod_fingerprint: &[u8; HASH_LEN],
+) -> Result<SignedRequest, ClientError> {
+    let mut nonce = vec![0u8; 16];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| ClientError::Local("no randomness".into()))?;
+    SignedRequest::sign(
+        Request {
+            op: Operation::ReEncrypt,
+            room: *header.room(),
+            doc: header.doc().to_vec(),
+            header_hash: header.hash(),
+            user: *user.bundle.id(),
+            nonce,
+            issued_at_ms: now_ms(),
+            pod_key: *pod_fingerprint,
+        },
+        &user.signing,
+    )
+    .map_err(|e| ClientError::Local(e.to_string()))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -321,23 +345,7 @@ impl PodClient {
         let (header, _) = envelope::read_header(sealed)
             .map_err(|e| ClientError::Local(format!("not a sealed document: {e}")))?
             .ok_or_else(|| ClientError::Local("the sealed document is truncated".into()))?;
-        let mut nonce = vec![0u8; 16];
-        aws_lc_rs::rand::fill(&mut nonce)
-            .map_err(|_| ClientError::Local("no randomness".into()))?;
-        let request = SignedRequest::sign(
-            Request {
-                op: Operation::ReEncrypt,
-                room: *header.room(),
-                doc: header.doc().to_vec(),
-                header_hash: header.hash(),
-                user: *user.bundle.id(),
-                nonce,
-                issued_at_ms: now_ms(),
-                pod_key: pod.fingerprint,
-            },
-            &user.signing,
-        )
-        .map_err(|e| ClientError::Local(e.to_string()))?;
+        let request = signed_request(user, &header, &pod.fingerprint)?;
         let spki = user.bundle.encryption_key().to_spki_der();
         let pem = format!(
             "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
@@ -395,23 +403,7 @@ impl PodClient {
         let (header, _) = envelope::read_header(&head)
             .map_err(|e| ClientError::Local(format!("not a sealed document: {e}")))?
             .ok_or_else(|| ClientError::Local("the sealed document is truncated".into()))?;
-        let mut nonce = vec![0u8; 16];
-        aws_lc_rs::rand::fill(&mut nonce)
-            .map_err(|_| ClientError::Local("no randomness".into()))?;
-        let request = SignedRequest::sign(
-            Request {
-                op: Operation::ReEncrypt,
-                room: *header.room(),
-                doc: header.doc().to_vec(),
-                header_hash: header.hash(),
-                user: *user.bundle.id(),
-                nonce,
-                issued_at_ms: now_ms(),
-                pod_key: pod.fingerprint,
-            },
-            &user.signing,
-        )
-        .map_err(|e| ClientError::Local(e.to_string()))?;
+        let request = signed_request(user, &header, &pod.fingerprint)?;
 
         // The sender: the bytes already read, then the rest of the file in 64 KiB pieces.
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
