@@ -217,7 +217,7 @@ async fn route(
                 .transpose()?
                 .unwrap_or(0);
             let entries: Vec<String> = parent
-                .audit_entries(from, 1000)
+                .audit_entries(from, 1000)?
                 .iter()
                 .map(|e| b64(e))
                 .collect();

@@ -321,7 +321,10 @@ impl Parent {
         }
         let logs: Vec<Vec<Vec<u8>>> = {
             let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-            rooms.values().map(|l| l.records().to_vec()).collect()
+            rooms
+                .values()
+                .map(|l| l.read_all())
+                .collect::<Result<_, _>>()?
         };
         for entries in logs {
             let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
@@ -397,7 +400,7 @@ impl Parent {
                     .join("rooms")
                     .join(format!("{room}.log")),
             )?;
-            if log.records().is_empty() {
+            if log.is_empty() {
                 log.append_all(&[genesis.to_vec()])?;
             }
             rooms.insert(room.clone(), log);
@@ -430,8 +433,9 @@ impl Parent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(room)
-            .map(|l| l.records().to_vec())
-            .ok_or_else(|| ApiError::NotFound(format!("unknown room {room}")))
+            .ok_or_else(|| ApiError::NotFound(format!("unknown room {room}")))?
+            .read_all()
+            .map_err(ApiError::from)
     }
 
     /// A signed checkpoint of the audit chain (retried briefly while entries are in flight).
@@ -453,23 +457,14 @@ impl Parent {
     }
 
     /// Audit entries from `from` on (at most `limit`).
-    pub fn audit_entries(&self, from: usize, limit: usize) -> Vec<Vec<u8>> {
+    pub fn audit_entries(&self, from: usize, limit: usize) -> Result<Vec<Vec<u8>>, ApiError> {
         let log = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        log.records()
-            .iter()
-            .skip(from)
-            .take(limit)
-            .cloned()
-            .collect()
+        Ok(log.read_range(from, limit)?)
     }
 
     /// Number of audit entries stored.
     pub fn audit_len(&self) -> usize {
-        self.audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .records()
-            .len()
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     async fn append_audit(&self, seq: u64, entry: Vec<u8>) -> Result<(), ApiError> {

@@ -58,12 +58,16 @@ pub struct Recovery {
     pub torn: Option<(u64, usize, PathBuf)>,
 }
 
-/// An append-only log of records.
+/// An append-only log of records. Only an index (offset and length per record, 12 bytes) and the last record stay
+/// in memory; records are read back from the file when asked for, so a log of millions of entries costs megabytes,
+/// not its size.
 #[derive(Debug)]
 pub struct RecordLog {
     path: PathBuf,
     file: File,
-    records: Vec<Vec<u8>>,
+    index: Vec<(u64, u32)>,
+    last: Option<Vec<u8>>,
+    end: u64,
 }
 
 fn crc(payload: &[u8]) -> u32 {
@@ -82,7 +86,8 @@ impl RecordLog {
         let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0)).map_err(io(path))?;
         file.read_to_end(&mut bytes).map_err(io(path))?;
-        let mut records = Vec::new();
+        let mut index: Vec<(u64, u32)> = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
         let mut at = 0usize;
         let mut torn = None;
         while at < bytes.len() {
@@ -105,7 +110,8 @@ impl RecordLog {
                             offset: at as u64,
                         });
                     }
-                    records.push(payload.to_vec());
+                    index.push(((at + 4) as u64, len as u32));
+                    last = Some(payload.to_vec());
                     at += record.len();
                 }
                 Some(_) => {
@@ -128,14 +134,17 @@ impl RecordLog {
             }
         }
         let recovery = Recovery {
-            records: records.len(),
+            records: index.len(),
             torn,
         };
+        drop(bytes);
         Ok((
             Self {
                 path: path.to_path_buf(),
                 file,
-                records,
+                index,
+                last,
+                end: at as u64,
             },
             recovery,
         ))
@@ -154,18 +163,53 @@ impl RecordLog {
         }
         self.file.write_all(&buf).map_err(io(&self.path))?;
         self.file.sync_data().map_err(io(&self.path))?;
-        self.records.extend(payloads.iter().cloned());
+        let mut at = self.end;
+        for p in payloads {
+            self.index.push((at + 4, p.len() as u32));
+            at += 4 + p.len() as u64 + 4;
+        }
+        self.end = at;
+        if let Some(p) = payloads.last() {
+            self.last = Some(p.clone());
+        }
         Ok(())
     }
 
-    /// Every record, in order.
-    pub fn records(&self) -> &[Vec<u8>] {
-        &self.records
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when the log has no record.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Records `from..from + limit`, read from the file.
+    pub fn read_range(&self, from: usize, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        use std::os::unix::fs::FileExt as _;
+        let file = File::open(&self.path).map_err(io(&self.path))?;
+        self.index
+            .iter()
+            .skip(from)
+            .take(limit)
+            .map(|(offset, len)| {
+                let mut buf = vec![0u8; *len as usize];
+                file.read_exact_at(&mut buf, *offset)
+                    .map_err(io(&self.path))?;
+                Ok(buf)
+            })
+            .collect()
+    }
+
+    /// Every record, in order, read from the file.
+    pub fn read_all(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read_range(0, self.index.len())
     }
 
     /// The last record.
     pub fn last(&self) -> Option<&[u8]> {
-        self.records.last().map(Vec::as_slice)
+        self.last.as_deref()
     }
 }
 
@@ -214,7 +258,8 @@ mod tests {
         drop(log);
         let (log, rec) = RecordLog::open(&path).unwrap();
         assert_eq!(rec.records, 2);
-        assert_eq!(log.records()[1], b"next");
+        assert_eq!(log.read_all().unwrap()[1], b"next");
+        assert_eq!(log.read_range(1, 5).unwrap(), vec![b"next".to_vec()]);
     }
 
     #[test]
