@@ -58,9 +58,9 @@ pub struct Recovery {
     pub torn: Option<(u64, usize, PathBuf)>,
 }
 
-/// An append-only log of records. Only an index (offset and length per record, 16 bytes with alignment) and the last record stay
-/// in memory; records are read back from the file when asked for, so a log of millions of entries costs megabytes,
-/// not its size.
+/// An append-only log of records. Only an index (offset and length per record, 16 bytes with alignment) and the
+/// last record stay in memory; records are read back from the file when asked for, so a log of millions of entries
+/// costs megabytes, not its size.
 #[derive(Debug)]
 pub struct RecordLog {
     path: PathBuf,
