@@ -383,6 +383,7 @@ pub use pod_client::https;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod local {
     use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt as _;
     use std::process::{Child, Command, Stdio};
     use std::time::Duration;
 
@@ -429,10 +430,13 @@ pub mod local {
     }
 
     fn spawn(state: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
+        // Its own process group, so a test can kill the proxy and the services it started at once, as a power cut
+        // or the OOM killer would.
         let mut child = Command::new(crate::bin("pod-proxy"))
             .args(["local", "--listen", "127.0.0.1:0", "--state-dir"])
             .envs(env.iter().copied())
             .arg(state)
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -457,6 +461,18 @@ pub mod local {
         /// Stops the pod and starts it again on the same state directory (a new port).
         pub fn restart(&mut self) {
             stop(&mut self.child);
+            let (child, url) = spawn(&self.state, &[]);
+            self.child = child;
+            self.url = url;
+        }
+
+        /// Kills the pod and everything it started with SIGKILL (no shutdown path runs), then starts it again on
+        /// the same state directory.
+        pub fn crash_and_restart(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+            let _ = self.child.wait();
             let (child, url) = spawn(&self.state, &[]);
             self.child = child;
             self.url = url;

@@ -243,5 +243,7 @@ async fn main() {
     println!("memory samples every 5 s, KiB (proxy, enclave): {samples:?}");
     let ok = err == 0 && raw.len() as u64 == rel + refu && summary.is_ok();
     println!("{}", if ok { "SOAK OK" } else { "SOAK FAILED" });
+    // `exit` skips destructors: stop the pod first, or it outlives the soak.
+    drop(pod);
     std::process::exit(if ok { 0 } else { 1 });
 }
