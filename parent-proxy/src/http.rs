@@ -77,22 +77,8 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn field_b64(v: &Value, name: &str) -> Result<Vec<u8>, ApiError> {
-    let s = v
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::BadRequest(format!("`{name}` (base64) is required")))?;
-    base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|_| ApiError::BadRequest(format!("`{name}` is not valid base64")))
-}
-
-/// The DER inside a PEM block, whatever its label.
-fn pem_der(pem: &str) -> Result<Vec<u8>, ApiError> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|_| ApiError::BadRequest("`user_public_key` is not a PEM public key".into()))
+fn bad_body(e: pod_protocol::api::BodyError) -> ApiError {
+    ApiError::BadRequest(e.to_string())
 }
 
 async fn route(
@@ -102,10 +88,6 @@ async fn route(
     query: &str,
     body: &[u8],
 ) -> Result<Response<Full<Bytes>>, ApiError> {
-    let body_json = || -> Result<Value, ApiError> {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
-    };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method.clone(), segments.as_slice()) {
         (Method::GET, ["pod", "health"]) => {
@@ -145,16 +127,11 @@ async fn route(
             ))
         }
         (Method::POST, ["pod", "re-encrypt"]) => {
-            let v = body_json()?;
-            let blob = field_b64(&v, "encrypted_blob")?;
-            let token = field_b64(&v, "auth_token")?;
-            let user_key = v
-                .get("user_public_key")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    ApiError::BadRequest("`user_public_key` (PEM) is required".into())
-                })?;
-            let user_spki = pem_der(user_key)?;
+            let pod_protocol::api::ReEncryptBody {
+                encrypted_blob: blob,
+                auth_token: token,
+                user_public_key_der: user_spki,
+            } = pod_protocol::api::ReEncryptBody::parse(body).map_err(bad_body)?;
             // The user's registered key must be the one named: the request names the user by id, and the pod checks
             // membership; here the proxy checks the caller's claim against the registered bundle in the room log.
             if let Err(e) = check_registered_key(parent, &token, &user_spki) {
@@ -184,7 +161,9 @@ async fn route(
             ))
         }
         (Method::POST, ["rooms"]) => {
-            let entry = field_b64(&body_json()?, "entry")?;
+            let entry = pod_protocol::api::EntryBody::parse(body)
+                .map_err(bad_body)?
+                .entry;
             let (room, seq, head) = parent.create_room(&entry).await?;
             Ok(json_response(
                 StatusCode::CREATED,
@@ -192,7 +171,9 @@ async fn route(
             ))
         }
         (Method::POST, ["rooms", room, "entries"]) => {
-            let entry = field_b64(&body_json()?, "entry")?;
+            let entry = pod_protocol::api::EntryBody::parse(body)
+                .map_err(bad_body)?
+                .entry;
             let (seq, head) = parent.append_entry(room, &entry).await?;
             Ok(json_response(
                 StatusCode::OK,

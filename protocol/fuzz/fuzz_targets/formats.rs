@@ -1,11 +1,13 @@
 //! Arbitrary bytes to every other parser of the protocol: frames, link messages, document headers, key bundles,
-//! signed requests, membership and audit entries, checkpoints and receipts.
+//! signed requests, membership and audit entries, checkpoints and receipts, and the HTTP API's JSON bodies.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_protocol::{audit, envelope, frame, keys, link, membership, request};
+use pod_protocol::{api, audit, envelope, frame, keys, link, membership, request};
 
 fuzz_target!(|data: &[u8]| {
+    let _ = api::ReEncryptBody::parse(data);
+    let _ = api::EntryBody::parse(data);
     let _ = frame::split(data);
     let _ = frame::parse(data);
     let _ = link::decode_bytes_list(data, 64);
