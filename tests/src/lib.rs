@@ -466,6 +466,16 @@ pub mod local {
             self.url = url;
         }
 
+        /// Stops the pod, runs `between` (e.g. to tamper with its state as a hostile parent would), and starts it
+        /// again on the same state directory.
+        pub fn restart_with(&mut self, between: impl FnOnce()) {
+            stop(&mut self.child);
+            between();
+            let (child, url) = spawn(&self.state, &[]);
+            self.child = child;
+            self.url = url;
+        }
+
         /// Kills the pod and everything it started with SIGKILL (no shutdown path runs), then starts it again on
         /// the same state directory.
         pub fn crash_and_restart(&mut self) {

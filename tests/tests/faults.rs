@@ -400,3 +400,109 @@ fn the_parent_killed_between_append_and_acknowledgement_loses_no_acknowledged_en
         b"board minutes, draft 3"
     );
 }
+
+/// The limit stated in docs/THREAT-MODEL.md, shown rather than claimed: a parent that serves a room's membership log
+/// from before a revocation to a restarted enclave gets the revoked member served again, and the audit entry of that
+/// release names the stale membership head, so an owner who compares it with the room's current head sees the
+/// rollback.
+#[test]
+fn a_stale_membership_log_after_an_enclave_restart_is_accepted_but_shows_in_the_audit() {
+    let mut pod = pod_tests::local::start();
+    let work = tempfile::tempdir().unwrap();
+    let s = pod.state.clone();
+    let podctl = |url: &str, args: &[&str]| {
+        Command::new(pod_tests::bin("podctl"))
+            .args(args)
+            .current_dir(work.path())
+            .env("POD_URL", url)
+            .env("POD_CACERT", s.join("tls/cert.pem"))
+            .env("POD_ROOT", s.join("mock-root.pem"))
+            .env("POD_PCRS", s.join("pcrs.json"))
+            .output()
+            .unwrap()
+    };
+    let ok = |url: &str, args: &[&str]| {
+        let o = podctl(url, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let head = |url: &str, room: &str| {
+        ok(url, &["room", "show", "--room", room])
+            .lines()
+            .find_map(|l| l.split("head ").nth(1).map(|h| h.trim().to_owned()))
+            .unwrap()
+    };
+    let url = pod.url.clone();
+    ok(&url, &["keygen", "--out", "owner"]);
+    ok(&url, &["keygen", "--out", "bob"]);
+    let room = ok(&url, &["room", "create", "--owner", "owner.key"])
+        .trim()
+        .to_owned();
+    let grant = [
+        "room",
+        "grant",
+        "--owner",
+        "owner.key",
+        "--room",
+        &room,
+        "--user",
+        "bob.pub",
+    ];
+    ok(&url, &grant);
+    std::fs::write(work.path().join("doc"), b"cap table").unwrap();
+    ok(
+        &url,
+        &["seal", "--room", &room, "--in", "doc", "--out", "doc.pod"],
+    );
+    let open = [
+        "open", "--key", "bob.key", "--in", "doc.pod", "--out", "bob.txt",
+    ];
+    ok(&url, &open);
+    let log = s.join("rooms").join(format!("{room}.log"));
+    let before_revocation = std::fs::read(&log).unwrap();
+    let stale_head = head(&url, &room);
+
+    let mut revoke = grant;
+    revoke[1] = "revoke";
+    ok(&url, &revoke);
+    let current_head = head(&url, &room);
+    assert_ne!(stale_head, current_head);
+    assert!(
+        !podctl(&url, &open).status.success(),
+        "revoked while the enclave runs"
+    );
+
+    // The parent rolls the room's log back to before the revocation and restarts the enclave.
+    pod.restart_with(|| std::fs::write(&log, &before_revocation).unwrap());
+    let url = pod.url.clone();
+    let mut served = false;
+    for _ in 0..100 {
+        if podctl(&url, &open).status.success() {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        served,
+        "the documented limit: a restarted enclave accepts a stale prefix of the log"
+    );
+
+    // The release names the stale head, not the room's current one.
+    let listing = ok(&url, &["audit", "verify", "--show"]);
+    let last_release = listing
+        .lines()
+        .filter(|l| l.contains("Allow"))
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(
+        last_release.contains(&format!("membership {}…", &stale_head[..8])),
+        "{last_release}"
+    );
+    assert!(!last_release.contains(&format!("membership {}…", &current_head[..8])));
+}

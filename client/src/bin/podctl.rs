@@ -360,11 +360,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if show {
                 for e in &entries {
                     println!(
-                        "{:>6} {} user {}… room {}… doc {:?} {:?}: {}",
+                        "{:>6} {} user {}… room {}… membership {}… doc {:?} {:?}: {}",
                         e.seq,
                         e.time_ms,
                         hex::encode(&e.user[..4]),
                         hex::encode(&e.room[..4]),
+                        hex::encode(&e.membership_head[..4]),
                         String::from_utf8_lossy(&e.doc),
                         e.decision,
                         e.reason
