@@ -496,8 +496,7 @@ fn a_stale_membership_log_after_an_enclave_restart_is_accepted_but_shows_in_the_
     let listing = ok(&url, &["audit", "verify", "--show"]);
     let last_release = listing
         .lines()
-        .filter(|l| l.contains("Allow"))
-        .last()
+        .rfind(|l| l.contains("Allow"))
         .unwrap()
         .to_owned();
     assert!(
