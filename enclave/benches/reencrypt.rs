@@ -25,7 +25,12 @@ use pod_protocol::request::{Operation, Request, SignedRequest};
 use pod_protocol::{hpke, stream};
 use std::sync::Arc;
 
-const SIZES: [(usize, &str); 3] = [(1024, "1KiB"), (1 << 20, "1MiB"), (5 << 20, "5MiB")];
+const SIZES: [(usize, &str); 4] = [
+    (1024, "1KiB"),
+    (1 << 20, "1MiB"),
+    (5 << 20, "5MiB"),
+    (64 << 20, "64MiB"),
+];
 
 struct Setup {
     _dir: tempfile::TempDir,
