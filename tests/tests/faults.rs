@@ -283,6 +283,25 @@ fn the_enclave_killed_mid_stream_leaves_no_plaintext_and_a_consistent_audit() {
     );
 }
 
+/// Runs podctl in `dir` against the local pod whose state directory is `state`, at `url` (which changes when the pod
+/// restarts; the trust files in the state directory do not).
+fn podctl_at(
+    dir: &std::path::Path,
+    state: &std::path::Path,
+    url: &str,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(pod_tests::bin("podctl"))
+        .args(args)
+        .current_dir(dir)
+        .env("POD_URL", url)
+        .env("POD_CACERT", state.join("tls/cert.pem"))
+        .env("POD_ROOT", state.join("mock-root.pem"))
+        .env("POD_PCRS", state.join("pcrs.json"))
+        .output()
+        .unwrap()
+}
+
 /// The parent dies (SIGKILL, with the enclave and KMS emulator it started) while re-encryptions are in flight:
 /// whatever was acknowledged to a client is in the audit log after the restart, the log verifies (a record torn by
 /// the kill is moved aside, never half-read), and the pod serves again.
@@ -291,17 +310,7 @@ fn the_parent_killed_between_append_and_acknowledgement_loses_no_acknowledged_en
     let mut pod = pod_tests::local::start();
     let work = tempfile::tempdir().unwrap();
     let s = pod.state.clone();
-    let podctl = |url: &str, args: &[&str]| {
-        Command::new(pod_tests::bin("podctl"))
-            .args(args)
-            .current_dir(work.path())
-            .env("POD_URL", url)
-            .env("POD_CACERT", s.join("tls/cert.pem"))
-            .env("POD_ROOT", s.join("mock-root.pem"))
-            .env("POD_PCRS", s.join("pcrs.json"))
-            .output()
-            .unwrap()
-    };
+    let podctl = |url: &str, args: &[&str]| podctl_at(work.path(), &s, url, args);
     let url = pod.url.clone();
     assert!(podctl(&url, &["keygen", "--out", "owner"]).status.success());
     let room = String::from_utf8(podctl(&url, &["room", "create", "--owner", "owner.key"]).stdout)
@@ -410,17 +419,7 @@ fn a_stale_membership_log_after_an_enclave_restart_is_accepted_but_shows_in_the_
     let mut pod = pod_tests::local::start();
     let work = tempfile::tempdir().unwrap();
     let s = pod.state.clone();
-    let podctl = |url: &str, args: &[&str]| {
-        Command::new(pod_tests::bin("podctl"))
-            .args(args)
-            .current_dir(work.path())
-            .env("POD_URL", url)
-            .env("POD_CACERT", s.join("tls/cert.pem"))
-            .env("POD_ROOT", s.join("mock-root.pem"))
-            .env("POD_PCRS", s.join("pcrs.json"))
-            .output()
-            .unwrap()
-    };
+    let podctl = |url: &str, args: &[&str]| podctl_at(work.path(), &s, url, args);
     let ok = |url: &str, args: &[&str]| {
         let o = podctl(url, args);
         assert!(
