@@ -176,19 +176,7 @@ impl PodClient {
                     detail: e.to_string(),
                 })?;
         if status >= 400 {
-            return Err(ClientError::Refused {
-                status,
-                code: v
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("error")
-                    .to_owned(),
-                message: v
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-            });
+            return Err(refused(status, &v));
         }
         Ok(v)
     }
@@ -493,19 +481,7 @@ impl PodClient {
             })?;
             if status != 200 {
                 let v: Value = serde_json::from_slice(&error_body).unwrap_or_default();
-                return Err(ClientError::Refused {
-                    status,
-                    code: v
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or("error")
-                        .to_owned(),
-                    message: v
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned(),
-                });
+                return Err(refused(status, &v));
             }
             let mut opener = opener
                 .take()
@@ -622,4 +598,20 @@ fn tracing_free_log(message: &str) {
 /// A user's public bundle from a `.pub` file.
 pub fn read_public(text: &str) -> Result<UserKeyBundle, ClientError> {
     keyfile::parse_public(text)
+}
+
+/// The pod's JSON error body (`{"error": code, "message": ...}`) as a [`ClientError::Refused`]; a body without those
+/// fields still gives the status.
+fn refused(status: u16, v: &Value) -> ClientError {
+    let field = |name: &str, default: &str| {
+        v.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_owned()
+    };
+    ClientError::Refused {
+        status,
+        code: field("error", "error"),
+        message: field("message", ""),
+    }
 }

@@ -413,6 +413,43 @@ pub mod local {
         pub fn pid(&self) -> u32 {
             self.child.id()
         }
+
+        /// The process id of the enclave this pod started (empty when it is not running).
+        pub fn enclave_pid(&self) -> String {
+            let out = Command::new("pgrep")
+                .args(["-f", &format!("{}/enclave.sock", self.state.display())])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        }
+    }
+
+    /// A pod with every decryption budget lifted (0 means no limit), for load and soak runs; the variables reach
+    /// the enclave through `pod-proxy local`.
+    pub fn start_unbudgeted() -> LocalPod {
+        start_with(&[
+            ("POD_BUDGET_USER_ROOM", "0/0"),
+            ("POD_BUDGET_ROOM", "0/0"),
+            ("POD_BUDGET_GLOBAL", "0/0"),
+        ])
+    }
+
+    /// A memory figure of a process in KiB from `/proc/<pid>/status` (`field` is e.g. `VmRSS` or `VmHWM`); 0 when
+    /// the process or the field is gone.
+    pub fn status_kib(pid: &str, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     /// [`start`] with extra environment for the pod's processes (e.g. the enclave's budget variables).

@@ -25,30 +25,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn vm_hwm_kib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn pid_of(pattern: &str) -> String {
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
@@ -77,13 +53,8 @@ async fn main() {
             other => panic!("unknown argument {other}; use --seconds N --clients 1,16,64"),
         }
     }
-    // Budgets lifted for the measurement (0 means no limit); the variables reach the enclave through
-    // `pod-proxy local`.
-    let pod = pod_tests::local::start_with(&[
-        ("POD_BUDGET_USER_ROOM", "0/0"),
-        ("POD_BUDGET_ROOM", "0/0"),
-        ("POD_BUDGET_GLOBAL", "0/0"),
-    ]);
+    // Budgets lifted for the measurement.
+    let pod = pod_tests::local::start_unbudgeted();
     let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
     let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
     let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
@@ -119,7 +90,7 @@ async fn main() {
         b64(&member.bundle.encryption_key().to_spki_der())
     );
     let proxy_pid = pod.pid().to_string();
-    let enclave_pid = pid_of(&format!("{}/enclave.sock", pod.state.display()));
+    let enclave_pid = pod.enclave_pid();
 
     println!(
         "{:>8} {:>8} {:>10} {:>10} {:>10} {:>8}",
@@ -200,7 +171,7 @@ async fn main() {
     }
     println!(
         "peak memory: proxy {} KiB, enclave {} KiB",
-        vm_hwm_kib(&proxy_pid),
-        vm_hwm_kib(&enclave_pid)
+        pod_tests::local::status_kib(&proxy_pid, "VmHWM"),
+        pod_tests::local::status_kib(&enclave_pid, "VmHWM")
     );
 }

@@ -30,18 +30,6 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-fn rss_kib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let mut clients = 256usize;
@@ -64,11 +52,7 @@ async fn main() {
             other => panic!("unknown argument {other}; use --clients N --seconds N"),
         }
     }
-    let pod = pod_tests::local::start_with(&[
-        ("POD_BUDGET_USER_ROOM", "0/0"),
-        ("POD_BUDGET_ROOM", "0/0"),
-        ("POD_BUDGET_GLOBAL", "0/0"),
-    ]);
+    let pod = pod_tests::local::start_unbudgeted();
     let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
     let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
     let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
@@ -115,23 +99,16 @@ async fn main() {
     );
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let proxy_pid = pod.pid().to_string();
-    let enclave_pid = {
-        let o = std::process::Command::new("pgrep")
-            .args(["-f", &format!("{}/enclave.sock", pod.state.display())])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let enclave_pid = pod.enclave_pid();
     let sampler = {
         let (p, e) = (proxy_pid.clone(), enclave_pid.clone());
         tokio::spawn(async move {
             let mut samples = Vec::new();
             while Instant::now() < deadline {
-                samples.push((rss_kib(&p), rss_kib(&e)));
+                samples.push((
+                    pod_tests::local::status_kib(&p, "VmRSS"),
+                    pod_tests::local::status_kib(&e, "VmRSS"),
+                ));
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
             samples
