@@ -6,14 +6,20 @@
 //! header      = [kind, room_id: bstr32, doc_id: bstr(1..=64), recipient: bstr32, wrap_alg, wrapped_key: bstr]
 //! header_core = [kind, room_id, doc_id, recipient, wrap_alg]              (the header without wrapped_key)
 //! wrapped_key = Wrap(recipient key, info = labeled_hash("wrap", header_core), file_key)
-//! payload_key = HKDF-SHA256(salt = labeled_hash("header", header), ikm = file_key, info = "secure-pod/v1/payload", 32)
+//! payload_key = HKDF-SHA256(salt = labeled_hash("payload", [kind, room_id, doc_id]), ikm = file_key,
+//!                           info = "secure-pod/v1/payload", 32)
 //! body        = STREAM(payload_key, plaintext)
 //! ```
 //!
 //! `kind` is 1 for a document sealed to the pod and 2 for a copy re-encrypted for a user. The room and document
 //! ids are authenticated twice: the wrapped key opens only under the header it was made for (HPKE `info`, or the
-//! OAEP label), and the payload key depends on every byte of the header. A blob of room A presented as belonging
-//! to room B therefore opens under neither key.
+//! OAEP label), and the payload key depends on the kind, room and document id. A blob of room A presented as
+//! belonging to room B therefore opens under neither key.
+//!
+//! Why the payload key does not depend on the recipient or the wrapped key: so that a pod key rotation can
+//! *rewrap* a stored document (unwrap its file key with the old pod key, wrap it to the new one) and keep its body
+//! byte for byte. Nothing is lost by it: the file key is secret and fresh per document, and the header hash that
+//! requests and receipts name still covers every header byte.
 
 use crate::keys::{EncryptionAlgorithm, EncryptionKey, HASH_LEN, fingerprint, labeled_hash};
 use crate::stream::{Opener, Sealer, StreamKey};
@@ -187,7 +193,13 @@ pub fn read_header(buf: &[u8]) -> Result<Option<(Header, usize)>, Error> {
 }
 
 fn payload_key(header: &Header, file_key: &[u8]) -> Result<StreamKey, Error> {
-    let prk = hpke::extract(&header.hash(), &[file_key]);
+    let mut e = Encoder::new();
+    e.array(3)
+        .u64(header.kind as u64)
+        .bytes(&header.room)
+        .bytes(&header.doc);
+    let salt = labeled_hash("payload", &e.into_bytes());
+    let prk = hpke::extract(&salt, &[file_key]);
     let okm = hpke::expand(&*prk, &[b"secure-pod/v1/payload"], stream::KEY_LEN);
     StreamKey::from_bytes(&okm)
 }

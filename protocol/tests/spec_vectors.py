@@ -146,7 +146,9 @@ def stream_open(key, sealed):
 # ---- Documents ---------------------------------------------------------------------------------------------
 
 def payload_key(header_bytes, file_key):
-    return HKDF(hashes.SHA256(), 32, labeled_hash("header", header_bytes), b"secure-pod/v1/payload").derive(file_key)
+    kind, room, doc = uncbor(header_bytes)[:3]
+    salt = labeled_hash("payload", cbor([kind, room, doc]))
+    return HKDF(hashes.SHA256(), 32, salt, b"secure-pod/v1/payload").derive(file_key)
 
 
 def open_document(document, hpke_key=None, rsa_key=None):
