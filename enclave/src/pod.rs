@@ -26,6 +26,7 @@ use pod_protocol::envelope::{self, Header, Kind, UnwrapKey};
 use pod_protocol::keys::{HASH_LEN, SigningKey, VerifyingKey, fingerprint, labeled_hash};
 use pod_protocol::membership::{Room, SignedEntry};
 use pod_protocol::request::{Operation, SignedRequest};
+use pod_protocol::rotation::{self, ItemFolder, Mode};
 use pod_protocol::stream::{Opener, Sealer};
 use pod_protocol::{Error as ProtocolError, hpke};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -162,6 +163,8 @@ pub struct Health {
     pub rooms: usize,
     /// The configuration hash.
     pub config_hash: [u8; HASH_LEN],
+    /// During a rotation: the fingerprint of the successor pod key the pod holds.
+    pub next_key_fingerprint: Option<[u8; HASH_LEN]>,
 }
 
 /// Errors of pod operations (as opposed to refusals of requests, which are audited: see [`Refusal`]).
@@ -220,6 +223,18 @@ pub enum PodError {
     /// A cryptographic operation failed.
     #[error("cryptographic failure: {0}")]
     Crypto(ProtocolError),
+    /// A rotation step needs a successor pod key, and none is loaded.
+    #[error("no successor pod key is loaded; prepare the rotation first")]
+    NoSuccessor,
+    /// A successor pod key is already loaded.
+    #[error("a successor pod key is already loaded (fingerprint {0})")]
+    SuccessorLoaded(String),
+    /// The successor key is the pod key itself.
+    #[error("the successor pod key is the current pod key")]
+    SuccessorIsCurrent,
+    /// The items of a rotation certificate do not check out.
+    #[error("rotation items refused: {0}")]
+    RotationItems(ProtocolError),
 }
 
 /// Why a request was refused. The short code goes into the audit entry; the message to the user.
@@ -249,6 +264,8 @@ pub enum Refusal {
     CannotDecrypt,
     /// A decryption budget is spent.
     BudgetExhausted(Scope),
+    /// Rotation: the document is already sealed to the successor key.
+    AlreadyRotated,
 }
 
 impl Refusal {
@@ -267,6 +284,7 @@ impl Refusal {
             Self::WrongDocument => "wrong_document",
             Self::CannotDecrypt => "cannot_decrypt",
             Self::BudgetExhausted(_) => "budget_exhausted",
+            Self::AlreadyRotated => "already_rotated",
         }
     }
 
@@ -291,6 +309,7 @@ impl Refusal {
             Self::BudgetExhausted(_) => {
                 "The decryption budget is spent; try again later or ask the room owner."
             }
+            Self::AlreadyRotated => "The document is already sealed to the new pod key.",
         }
     }
 
@@ -309,6 +328,7 @@ impl Refusal {
             Self::WrongDocument => "document does not match request",
             Self::CannotDecrypt => "document does not decrypt",
             Self::BudgetExhausted(s) => s.name(),
+            Self::AlreadyRotated => "already rotated",
         }
     }
 }
@@ -352,8 +372,8 @@ pub struct Release {
     pub header: Vec<u8>,
     /// The signed receipt.
     pub receipt: Vec<u8>,
-    /// The content converter.
-    pub transcryptor: Transcryptor,
+    /// The content converter; `None` when no content follows (a rotation that only rewraps the key).
+    pub transcryptor: Option<Transcryptor>,
 }
 
 /// The outcome of a request once its audit entry is durable.
@@ -426,6 +446,7 @@ pub struct Pod {
     acked: BTreeSet<u64>,
     audit_resumed: bool,
     sealed_reason: Option<String>,
+    successor: Option<Box<PodKeys>>,
 }
 
 impl Pod {
@@ -446,6 +467,7 @@ impl Pod {
             acked: BTreeSet::new(),
             audit_resumed: false,
             sealed_reason: None,
+            successor: None,
         }
     }
 
@@ -511,6 +533,7 @@ impl Pod {
             audit_next_seq: self.next_seq,
             rooms: self.rooms.len(),
             config_hash: self.config.hash(),
+            next_key_fingerprint: self.successor.as_ref().map(|k| k.fingerprint),
         }
     }
 
@@ -616,17 +639,7 @@ impl Pod {
         if !self.audit_resumed {
             return Err(PodError::AuditNotResumed);
         }
-        if self.unacked.len() >= self.config.max_pending_audit {
-            // The oldest entry's request was abandoned (its conversation died before the acknowledgement). Forget
-            // it: its Pending can then never be released, which is the safe side.
-            if let Some((&oldest, _)) = self.unacked.iter().next() {
-                tracing::warn!(
-                    seq = oldest,
-                    "audit entry never acknowledged; its request will not be released"
-                );
-                self.unacked.remove(&oldest);
-            }
-        }
+        self.make_room_for_pending();
         let now = self.clock.now_ms();
         let request = SignedRequest::parse(signed_request).ok();
         let request_hash = request.as_ref().map_or([0; HASH_LEN], SignedRequest::hash);
@@ -651,25 +664,18 @@ impl Pod {
             Err(r @ Refusal::BudgetExhausted(_)) => (Decision::Alert, r.code(), Err(r)),
             Err(r) => (Decision::Deny, r.code(), Err(r)),
         };
-        let keys = self.keys()?;
-        let entry = audit::SignedEntry::sign(
-            audit::Entry {
-                seq: self.next_seq,
-                prev: self.prev_hash,
-                time_ms: now,
-                user,
-                room,
-                doc,
-                decision: audit_decision,
-                reason: reason.to_owned(),
-                membership_head: head,
-                request_hash,
-            },
-            &keys.receipt,
-        )
-        .map_err(PodError::Crypto)?;
-        let seq = self.next_seq;
-        let hash = entry.hash();
+        let (seq, hash, audit_entry) = self.record(audit::Entry {
+            seq: 0,
+            prev: [0; HASH_LEN],
+            time_ms: now,
+            user,
+            room,
+            doc,
+            decision: audit_decision,
+            reason: reason.to_owned(),
+            membership_head: head,
+            request_hash,
+        })?;
         let outcome = match outcome {
             Ok((header, transcryptor)) => {
                 let receipt = Receipt {
@@ -678,26 +684,211 @@ impl Pod {
                     audit_seq: seq,
                     audit_entry_hash: hash,
                 }
-                .sign(&keys.receipt)
+                .sign(&self.keys()?.receipt)
                 .map_err(PodError::Crypto)?;
                 PendingOutcome::Release(Release {
                     header: header.to_prefixed(),
                     receipt,
-                    transcryptor,
+                    transcryptor: Some(transcryptor),
                 })
             }
             Err(r) => PendingOutcome::Refuse(r),
         };
-        self.next_seq = self.next_seq.saturating_add(1);
-        self.prev_hash = hash;
-        self.unacked.insert(seq, hash);
         tracing::info!(seq, decision = reason, "request decided");
         Ok(Pending {
             seq,
             hash,
-            audit_entry: entry.as_bytes().to_vec(),
+            audit_entry,
             outcome,
         })
+    }
+
+    /// Signs an audit entry at the head of the chain (its `seq` and `prev` are filled in here), advances the chain
+    /// and marks the entry as awaiting the parent's acknowledgement.
+    fn record(
+        &mut self,
+        mut entry: audit::Entry,
+    ) -> Result<(u64, [u8; HASH_LEN], Vec<u8>), PodError> {
+        entry.seq = self.next_seq;
+        entry.prev = self.prev_hash;
+        let signed =
+            audit::SignedEntry::sign(entry, &self.keys()?.receipt).map_err(PodError::Crypto)?;
+        let seq = self.next_seq;
+        let hash = signed.hash();
+        self.next_seq = self.next_seq.saturating_add(1);
+        self.prev_hash = hash;
+        self.unacked.insert(seq, hash);
+        Ok((seq, hash, signed.as_bytes().to_vec()))
+    }
+
+    fn make_room_for_pending(&mut self) {
+        if self.unacked.len() >= self.config.max_pending_audit {
+            // The oldest entry's request was abandoned (its conversation died before the acknowledgement). Forget
+            // it: its Pending can then never be released, which is the safe side.
+            if let Some((&oldest, _)) = self.unacked.iter().next() {
+                tracing::warn!(
+                    seq = oldest,
+                    "audit entry never acknowledged; its request will not be released"
+                );
+                self.unacked.remove(&oldest);
+            }
+        }
+    }
+
+    /// Loads the successor pod key for a rotation (KMS released it to this enclave under the new key's policy).
+    pub fn set_successor(&mut self, key: hpke::PrivateKey) -> Result<[u8; HASH_LEN], PodError> {
+        let current = *self.keys()?.fingerprint();
+        if let Some(k) = &self.successor {
+            return Err(PodError::SuccessorLoaded(hex_lower(&k.fingerprint)));
+        }
+        let next = PodKeys::new(key).map_err(PodError::Crypto)?;
+        if next.fingerprint == current {
+            return Err(PodError::SuccessorIsCurrent);
+        }
+        let fpr = next.fingerprint;
+        self.successor = Some(Box::new(next));
+        tracing::info!("successor pod key loaded");
+        Ok(fpr)
+    }
+
+    /// Moves one stored document (its prefix and header) to the successor key: decides, and returns the pending
+    /// outcome with its audit entry, exactly like [`Pod::re_encrypt`]. Released, it yields the new prefixed header,
+    /// the signed rotation item in place of a receipt and, in re-encrypt mode, the transcryptor for the body.
+    /// Decryption budgets are not charged: nothing leaves the enclave but ciphertext for the successor key.
+    pub fn rotate(&mut self, mode: Mode, sealed_header: &[u8]) -> Result<Pending, PodError> {
+        self.keys()?;
+        if self.successor.is_none() {
+            return Err(PodError::NoSuccessor);
+        }
+        if !self.audit_resumed {
+            return Err(PodError::AuditNotResumed);
+        }
+        self.make_room_for_pending();
+        let now = self.clock.now_ms();
+        let header = envelope::read_header(sealed_header)
+            .ok()
+            .flatten()
+            .map(|(h, _)| h);
+        let (room, doc, old_hash) = header
+            .as_ref()
+            .map_or(([0; HASH_LEN], Vec::new(), [0; HASH_LEN]), |h| {
+                (*h.room(), h.doc().to_vec(), h.hash())
+            });
+        let head = self
+            .rooms
+            .get(&room)
+            .map_or([0; HASH_LEN], |r| *r.room.head());
+        let decision = match &header {
+            None => Err(Refusal::WrongDocument),
+            Some(h) => self.decide_rotation(mode, h),
+        };
+        let reason = match &decision {
+            Ok(_) => format!("rotated ({})", mode.name()),
+            Err(r) => format!("rotation refused: {}", r.code()),
+        };
+        let (seq, hash, audit_entry) = self.record(audit::Entry {
+            seq: 0,
+            prev: [0; HASH_LEN],
+            time_ms: now,
+            user: [0; HASH_LEN],
+            room,
+            doc,
+            decision: if decision.is_ok() {
+                Decision::Allow
+            } else {
+                Decision::Deny
+            },
+            reason: reason.clone(),
+            membership_head: head,
+            request_hash: old_hash,
+        })?;
+        let outcome = match decision {
+            Ok((new_header, transcryptor, item)) => PendingOutcome::Release(Release {
+                header: new_header.to_prefixed(),
+                receipt: item,
+                transcryptor,
+            }),
+            Err(r) => PendingOutcome::Refuse(r),
+        };
+        tracing::info!(seq, decision = reason, "rotation decided");
+        Ok(Pending {
+            seq,
+            hash,
+            audit_entry,
+            outcome,
+        })
+    }
+
+    /// The new header, the transcryptor (re-encrypt mode) and the signed item.
+    fn decide_rotation(
+        &self,
+        mode: Mode,
+        header: &Header,
+    ) -> Result<(Header, Option<Transcryptor>, Vec<u8>), Refusal> {
+        let (State::Ready(keys), Some(next)) = (&self.state, &self.successor) else {
+            return Err(Refusal::WrongPod);
+        };
+        if header.kind() != Kind::SealedToPod {
+            return Err(Refusal::WrongDocument);
+        }
+        if header.recipient() == &next.fingerprint {
+            return Err(Refusal::AlreadyRotated);
+        }
+        if header.recipient() != &keys.fingerprint {
+            return Err(Refusal::WrongPod);
+        }
+        let next_key = pod_protocol::keys::EncryptionKey::HpkeP256(next.pod.public_key().clone());
+        let (new_header, transcryptor) = match mode {
+            Mode::Rewrap => (
+                envelope::rewrap(header, UnwrapKey::Hpke(&keys.pod), &next_key)
+                    .map_err(|_| Refusal::CannotDecrypt)?,
+                None,
+            ),
+            Mode::ReEncrypt => {
+                let opener = envelope::unwrap(header, UnwrapKey::Hpke(&keys.pod))
+                    .map_err(|_| Refusal::CannotDecrypt)?;
+                let (h, sealer) =
+                    envelope::begin(Kind::SealedToPod, header.room(), header.doc(), &next_key)
+                        .map_err(|_| Refusal::CannotDecrypt)?;
+                (h, Some(Transcryptor { opener, sealer }))
+            }
+        };
+        let item = rotation::Item {
+            mode,
+            room: *header.room(),
+            doc: header.doc().to_vec(),
+            old_header_hash: header.hash(),
+            new_header_hash: new_header.hash(),
+            new_pod: next.fingerprint,
+        }
+        .sign(&keys.receipt)
+        .map_err(|_| Refusal::CannotDecrypt)?;
+        Ok((new_header, transcryptor, item.as_bytes().to_vec()))
+    }
+
+    /// What checking a rotation certificate's items needs: a folder for `mode` to the successor key and the
+    /// receipt key that signed the items. The items are checked outside the pod's lock.
+    pub fn certifier(&self, mode: Mode) -> Result<(ItemFolder, VerifyingKey), PodError> {
+        let keys = self.keys()?;
+        let next = self.successor.as_ref().ok_or(PodError::NoSuccessor)?;
+        Ok((ItemFolder::new(mode, next.fingerprint), keys.receipt_key()))
+    }
+
+    /// Signs the rotation certificate over the items `folder` checked.
+    pub fn sign_certificate(&self, mode: Mode, folder: &ItemFolder) -> Result<Vec<u8>, PodError> {
+        let keys = self.keys()?;
+        let next = self.successor.as_ref().ok_or(PodError::NoSuccessor)?;
+        rotation::Certificate {
+            mode,
+            old_pod: keys.fingerprint,
+            new_pod: next.fingerprint,
+            old_receipt_spki: keys.receipt_key().to_spki_der(),
+            count: folder.count(),
+            root: folder.root(),
+            time_ms: self.clock.now_ms(),
+        }
+        .sign(&keys.receipt)
+        .map_err(PodError::Crypto)
     }
 
     fn decide(
@@ -808,4 +999,8 @@ impl Pod {
         let now = self.clock.now_ms();
         self.budgets.prune(now);
     }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

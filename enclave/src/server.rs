@@ -10,6 +10,7 @@ use pod_cbor::Encoder;
 use pod_cbor::{Decoder, Len};
 use pod_protocol::frame::{self, Frame, PREFIX_LEN};
 use pod_protocol::link::{self, kind};
+use pod_protocol::rotation;
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -256,7 +257,7 @@ async fn timed<T>(
 fn health_body(pod: &Pod) -> Vec<u8> {
     let h = pod.health();
     let mut e = Encoder::new();
-    e.array(7).text(match h.status {
+    e.array(8).text(match h.status {
         Status::Sealed => "sealed",
         Status::Ready => "ready",
         Status::Failed => "failed",
@@ -276,6 +277,10 @@ fn health_body(pod: &Pod) -> Vec<u8> {
         Some(r) => e.text(r),
         None => e.null(),
     };
+    match &h.next_key_fingerprint {
+        Some(f) => e.bytes(f),
+        None => e.null(),
+    };
     e.into_bytes()
 }
 
@@ -287,6 +292,10 @@ fn error_body(e: &PodError) -> Vec<u8> {
         PodError::Membership(_) => "membership_refused",
         PodError::UnknownRoom => "unknown_room",
         PodError::AuditBacklog => "audit_backlog",
+        PodError::NoSuccessor => "no_successor",
+        PodError::SuccessorLoaded(_) => "successor_loaded",
+        PodError::SuccessorIsCurrent => "successor_is_current",
+        PodError::RotationItems(_) => "rotation_items_refused",
         _ => "error",
     };
     link::encode_code_message(code, &e.to_string())
@@ -352,7 +361,12 @@ async fn serve_connection(
                     Err(e) => write_frame(&mut w, id, kind::ERROR, &error_body(&e)).await?,
                 }
             }
-            kind::RE_ENCRYPT => re_encrypt(&mut r, &mut w, id, &f.body, &pod, limits).await?,
+            kind::RE_ENCRYPT | kind::ROTATE => {
+                conversation(&mut r, &mut w, id, f.kind, &f.body, &pod, limits).await?;
+            }
+            kind::CERTIFY_ROTATION => {
+                certify_rotation(&mut r, &mut w, id, &f.body, &pod, limits).await?
+            }
             kind::CHECKPOINT => {
                 let result = lock(&pod).checkpoint();
                 match result {
@@ -360,7 +374,7 @@ async fn serve_connection(
                     Err(e) => write_frame(&mut w, id, kind::ERROR, &error_body(&e)).await?,
                 }
             }
-            kind::PROVISION | kind::UNSEAL => {
+            kind::PROVISION | kind::UNSEAL | kind::PROVISION_NEXT | kind::UNSEAL_NEXT => {
                 let (reply_kind, body) = match kms.as_ref() {
                     None => (
                         kind::ERROR,
@@ -417,21 +431,29 @@ async fn reply_room<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn re_encrypt<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+/// A re-encryption or a rotation step: decide, audit, wait for the acknowledgement, release, stream.
+async fn conversation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     r: &mut R,
     w: &mut W,
     id: u64,
+    kind_code: u64,
     body: &[u8],
     pod: &Mutex<Pod>,
     limits: ServerLimits,
 ) -> Result<(), ConnError> {
-    let parts = link::decode_bytes_n(body, 2)?;
-    let (Some(request), Some(header)) = (parts.first(), parts.get(1)) else {
-        return Err(ConnError::Protocol(
-            "re-encrypt needs a request and a header",
-        ));
+    let decided = if kind_code == kind::ROTATE {
+        let (mode, header) = link::decode_seq_bytes(body)?;
+        let mode = rotation::Mode::from_u64(mode)?;
+        lock(pod).rotate(mode, header)
+    } else {
+        let parts = link::decode_bytes_n(body, 2)?;
+        let (Some(request), Some(header)) = (parts.first(), parts.get(1)) else {
+            return Err(ConnError::Protocol(
+                "re-encrypt needs a request and a header",
+            ));
+        };
+        lock(pod).re_encrypt(request, header)
     };
-    let decided = lock(pod).re_encrypt(request, header);
     let pending = match decided {
         Ok(p) => p,
         Err(e) => return write_frame(w, id, kind::ERROR, &error_body(&e)).await,
@@ -483,6 +505,10 @@ async fn re_encrypt<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &link::encode_bytes_list(&[&release.header, &release.receipt]),
     )
     .await?;
+    if release.transcryptor.is_none() {
+        // A rewrap: the body does not change and does not pass through the enclave.
+        return Ok(());
+    }
 
     // Stream: one stored chunk in, one re-encrypted chunk out, never more than one chunk held.
     loop {
@@ -495,7 +521,10 @@ async fn re_encrypt<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             _ => return Err(ConnError::Protocol("expected a chunk")),
         };
         let mut chunk = f.body;
-        if let Err(e) = release.transcryptor.process(&mut chunk, last) {
+        let Some(transcryptor) = release.transcryptor.as_mut() else {
+            return Err(ConnError::Protocol("no content follows this release"));
+        };
+        if let Err(e) = transcryptor.process(&mut chunk, last) {
             tracing::warn!(error = %e, "stored document failed to decrypt mid-stream");
             return write_frame(
                 w,
@@ -521,6 +550,65 @@ async fn re_encrypt<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 }
 
+/// Checks the signed items of a rotation certificate as they stream past (O(log n) memory) and signs the
+/// certificate. The items are verified outside the pod's lock; only the final signature takes it.
+async fn certify_rotation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    r: &mut R,
+    w: &mut W,
+    id: u64,
+    body: &[u8],
+    pod: &Mutex<Pod>,
+    limits: ServerLimits,
+) -> Result<(), ConnError> {
+    let (mode, count) = link::decode_u64_pair(body)?;
+    let mode = rotation::Mode::from_u64(mode)?;
+    let started = lock(pod).certifier(mode);
+    let (mut folder, key) = match started {
+        Ok(v) => v,
+        Err(e) => return write_frame(w, id, kind::ERROR, &error_body(&e)).await,
+    };
+    let mut failure: Option<PodError> = None;
+    loop {
+        let f = timed(limits.frame_timeout, read_frame(r))
+            .await?
+            .ok_or(ConnError::Protocol("connection closed mid-certificate"))?;
+        let last = match f.kind {
+            kind::CHUNK => false,
+            kind::LAST_CHUNK => true,
+            _ => return Err(ConnError::Protocol("expected a chunk of rotation items")),
+        };
+        if failure.is_none() {
+            match link::decode_bytes_list(&f.body, link::MAX_ITEMS_PER_FRAME) {
+                Ok(items) => {
+                    for item in items {
+                        if let Err(e) = folder.push(item, &key) {
+                            failure = Some(PodError::RotationItems(e));
+                            break;
+                        }
+                    }
+                }
+                Err(e) => failure = Some(PodError::RotationItems(e)),
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    if failure.is_none() && folder.count() != count {
+        failure = Some(PodError::RotationItems(pod_protocol::Error::Malformed(
+            "the number of items differs from the count announced",
+        )));
+    }
+    let result = match failure {
+        Some(e) => Err(e),
+        None => lock(pod).sign_certificate(mode, &folder),
+    };
+    match result {
+        Ok(c) => write_frame(w, id, kind::ROTATION_CERTIFICATE, &c).await,
+        Err(e) => write_frame(w, id, kind::ERROR, &error_body(&e)).await,
+    }
+}
+
 /// The fields of a PROVISION or UNSEAL request.
 struct KeyRequest {
     sealed: Vec<u8>,
@@ -534,7 +622,8 @@ struct KeyRequest {
 /// UNSEAL: `[sealed, expected_fingerprint, pod_name, access_key_id, secret_access_key, session_token|null]`.
 fn parse_key_request(kind_code: u64, body: &[u8]) -> Result<KeyRequest, pod_cbor::Error> {
     let mut d = Decoder::new(body);
-    let n = if kind_code == kind::PROVISION { 5 } else { 6 };
+    let provision = kind_code == kind::PROVISION || kind_code == kind::PROVISION_NEXT;
+    let n = if provision { 5 } else { 6 };
     if d.array()? != Len::Definite(n) {
         return Err(pod_cbor::Error::Malformed {
             offset: 0,
@@ -552,7 +641,7 @@ fn parse_key_request(kind_code: u64, body: &[u8]) -> Result<KeyRequest, pod_cbor
             session_token: None,
         },
     };
-    if kind_code == kind::PROVISION {
+    if provision {
         req.key_id = d.text()?.to_owned();
     } else {
         req.sealed = d.bytes()?.to_vec();
@@ -594,11 +683,21 @@ async fn obtain_pod_key(
             );
         }
     };
+    let next = kind_code == kind::PROVISION_NEXT || kind_code == kind::UNSEAL_NEXT;
     let (nsm, sealed) = {
         let p = lock(pod);
         (p.nsm(), p.is_sealed())
     };
-    if !sealed {
+    if next && sealed {
+        return (
+            kind::ERROR,
+            link::encode_code_message(
+                "sealed",
+                "the pod must hold its own key before it can load a successor",
+            ),
+        );
+    }
+    if !next && !sealed {
         return (
             kind::ERROR,
             link::encode_code_message("already_unsealed", "the pod already holds its key"),
@@ -609,7 +708,7 @@ async fn obtain_pod_key(
     let mut wait = KMS_FIRST_BACKOFF;
     let mut attempt = 1;
     let outcome = loop {
-        let result = if kind_code == kind::PROVISION {
+        let result = if kind_code == kind::PROVISION || kind_code == kind::PROVISION_NEXT {
             kms::provision(&client, &req.key_id, &context, nsm.as_ref())
                 .await
                 .map(|p| (p.key, Some((p.sealed, p.public_spki))))
@@ -626,6 +725,7 @@ async fn obtain_pod_key(
         };
         match result {
             Err(e) if e.is_transient() && attempt < KMS_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "KMS call failed; retrying");
                 lock(pod).note_unseal_failure(&format!(
                     "{e} (attempt {attempt} of {KMS_ATTEMPTS}, retrying)"
                 ));
@@ -650,7 +750,12 @@ async fn obtain_pod_key(
         }
     };
     let mut p = lock(pod);
-    if let Err(e) = p.unseal(key) {
+    let loaded = if next {
+        p.set_successor(key).map(|_| ())
+    } else {
+        p.unseal(key)
+    };
+    if let Err(e) = loaded {
         return (kind::ERROR, error_body(&e));
     }
     match provisioned {

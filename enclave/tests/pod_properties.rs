@@ -156,13 +156,11 @@ impl World {
                 let mut chunks = body.chunks(stream::SEALED_CHUNK_SIZE).peekable();
                 while let Some(c) = chunks.next() {
                     let mut buf = c.to_vec();
-                    release
-                        .transcryptor
-                        .process(&mut buf, chunks.peek().is_none())
-                        .unwrap();
+                    let t = release.transcryptor.as_mut().unwrap();
+                    t.process(&mut buf, chunks.peek().is_none()).unwrap();
                     out.extend_from_slice(&buf);
                 }
-                assert!(release.transcryptor.is_done());
+                assert!(release.transcryptor.unwrap().is_done());
                 Ok(out)
             }
         }
@@ -505,7 +503,12 @@ fn truncated_or_reordered_chunks_are_refused_by_the_transcryptor() {
         let mut failed = false;
         for (i, last) in order {
             let mut buf = chunks[i].clone();
-            if r.transcryptor.process(&mut buf, last).is_err() {
+            if r.transcryptor
+                .as_mut()
+                .unwrap()
+                .process(&mut buf, last)
+                .is_err()
+            {
                 failed = true;
                 assert!(
                     buf.iter().all(|b| *b == 0) || buf.is_empty(),
@@ -598,4 +601,116 @@ fn acknowledgements_may_arrive_in_any_order() {
             })
             .is_err()
     );
+}
+
+/// Moves one stored document through `Pod::rotate` the way the binary does; returns the new document and the
+/// signed item, or the refusal.
+fn rotate_one(
+    w: &mut World,
+    mode: pod_protocol::rotation::Mode,
+    sealed: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
+    let (_, body_start) = envelope::read_header(sealed).unwrap().unwrap();
+    let pending = w.pod.rotate(mode, &sealed[..body_start]).unwrap();
+    let pending = w.store_and_ack(pending);
+    match pending.release(&mut w.pod).unwrap() {
+        Outcome::Refused(r) => Err(r),
+        Outcome::Released(mut release) => {
+            let mut out = release.header.clone();
+            match release.transcryptor.as_mut() {
+                None => out.extend_from_slice(&sealed[body_start..]),
+                Some(t) => {
+                    let body = &sealed[body_start..];
+                    let mut chunks = body.chunks(stream::SEALED_CHUNK_SIZE).peekable();
+                    while let Some(c) = chunks.next() {
+                        let mut buf = c.to_vec();
+                        t.process(&mut buf, chunks.peek().is_none()).unwrap();
+                        out.extend_from_slice(&buf);
+                    }
+                }
+            }
+            Ok((out, release.receipt))
+        }
+    }
+}
+
+#[test]
+fn rotation_moves_documents_to_the_successor_key_audits_each_and_certifies_them() {
+    use pod_protocol::rotation::{self, Mode};
+    let mut w = World::new(PodConfig::default());
+    let room = w.room_id();
+    let plain: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let docs: Vec<Vec<u8>> = (0..6)
+        .map(|i| w.seal(&room, format!("doc-{i}").as_bytes(), &plain))
+        .collect();
+    // Nothing moves before a successor is loaded.
+    assert!(matches!(
+        w.pod.rotate(Mode::Rewrap, &docs[0][..64]),
+        Err(PodError::NoSuccessor)
+    ));
+    let ikm = [9u8; 32];
+    let next = hpke::PrivateKey::derive(&ikm).unwrap();
+    let next_fpr = fingerprint(&next.public_key().to_spki_der());
+    assert_eq!(w.pod.set_successor(next).unwrap(), next_fpr);
+    assert_eq!(w.pod.health().next_key_fingerprint, Some(next_fpr));
+    assert!(matches!(
+        w.pod
+            .set_successor(hpke::PrivateKey::derive(&[8u8; 32]).unwrap()),
+        Err(PodError::SuccessorLoaded(_))
+    ));
+    let next_copy = hpke::PrivateKey::derive(&ikm).unwrap();
+    let (old_key_spki, receipt_key) = w.pod.keys_public().unwrap();
+    assert_ne!(fingerprint(&old_key_spki), next_fpr);
+
+    let mut items = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let mode = if i < 3 { Mode::Rewrap } else { Mode::ReEncrypt };
+        let (moved, item) = rotate_one(&mut w, mode, doc).unwrap();
+        let (old_h, old_start) = envelope::read_header(doc).unwrap().unwrap();
+        let (new_h, new_start) = envelope::read_header(&moved).unwrap().unwrap();
+        assert_eq!(new_h.recipient(), &next_fpr);
+        assert_eq!((new_h.room(), new_h.doc()), (old_h.room(), old_h.doc()));
+        // The successor opens it; the old pod key no longer does.
+        let (_, opened) = envelope::open(&moved, UnwrapKey::Hpke(&next_copy)).unwrap();
+        assert_eq!(opened.as_slice(), plain.as_slice());
+        // Rewrap keeps the body byte for byte; re-encrypt changes every byte of it (a new file key).
+        let same_body = moved[new_start..] == doc[old_start..];
+        assert_eq!(same_body, mode == Mode::Rewrap, "doc {i}");
+        let item = rotation::SignedItem::parse_verified(&item, &receipt_key).unwrap();
+        assert_eq!(item.item().old_header_hash, old_h.hash());
+        assert_eq!(item.item().new_header_hash, new_h.hash());
+        let entry = w.last_audit();
+        assert_eq!(entry.decision, Decision::Allow);
+        assert_eq!(entry.reason, format!("rotated ({})", mode.name()));
+        assert_eq!(entry.request_hash, old_h.hash());
+        if mode == Mode::Rewrap {
+            items.push(item);
+        }
+        // A second pass is refused as already done, and audited.
+        assert_eq!(
+            rotate_one(&mut w, mode, &moved).unwrap_err(),
+            Refusal::AlreadyRotated
+        );
+        assert_eq!(w.last_audit().decision, Decision::Deny);
+    }
+    // The certificate over the rewrap items, in order of old header hash.
+    items.sort_by_key(|i| i.item().old_header_hash);
+    let (mut folder, key) = w.pod.certifier(Mode::Rewrap).unwrap();
+    for i in &items {
+        folder.push(i.as_bytes(), &key).unwrap();
+    }
+    let cert = w.pod.sign_certificate(Mode::Rewrap, &folder).unwrap();
+    let list: Vec<Vec<u8>> = items.iter().map(|i| i.as_bytes().to_vec()).collect();
+    let (c, parsed) =
+        rotation::verify_certificate_file(&rotation::encode_certificate_file(&cert, &list), 10)
+            .unwrap();
+    assert_eq!((c.count, c.new_pod), (3, next_fpr));
+    assert_eq!(c.old_pod, fingerprint(&old_key_spki));
+    assert_eq!(c.old_receipt_spki, receipt_key.to_spki_der());
+    assert_eq!(parsed.len(), 3);
+    // An unsorted list is refused by the pod before it signs.
+    let (mut folder, key) = w.pod.certifier(Mode::Rewrap).unwrap();
+    folder.push(items[1].as_bytes(), &key).unwrap();
+    assert!(folder.push(items[0].as_bytes(), &key).is_err());
+    w.verify_audit();
 }

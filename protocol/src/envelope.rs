@@ -215,14 +215,26 @@ pub fn begin(
     if doc.is_empty() || doc.len() > MAX_DOC_ID_LEN {
         return Err(Error::Malformed("document id must be 1..=64 bytes"));
     }
-    let recipient_fpr = fingerprint(&recipient.to_spki_der());
-    let wrap_alg = recipient.algorithm();
-    let info = labeled_hash("wrap", &core(kind, room, doc, &recipient_fpr, wrap_alg));
     let mut file_key = Zeroizing::new([0u8; FILE_KEY_LEN]);
     SystemRandom::new()
         .fill(file_key.as_mut())
         .map_err(|_| Error::Crypto)?;
-    let wrapped_key = recipient.wrap(&info, file_key.as_ref())?;
+    let header = wrap_header(kind, room, doc, recipient, file_key.as_ref())?;
+    let sealer = Sealer::new(&payload_key(&header, file_key.as_ref())?)?;
+    Ok((header, sealer))
+}
+
+fn wrap_header(
+    kind: Kind,
+    room: &[u8; HASH_LEN],
+    doc: &[u8],
+    recipient: &EncryptionKey,
+    file_key: &[u8],
+) -> Result<Header, Error> {
+    let recipient_fpr = fingerprint(&recipient.to_spki_der());
+    let wrap_alg = recipient.algorithm();
+    let info = labeled_hash("wrap", &core(kind, room, doc, &recipient_fpr, wrap_alg));
+    let wrapped_key = recipient.wrap(&info, file_key)?;
     let mut e = Encoder::new();
     e.array(6)
         .u64(kind as u64)
@@ -231,9 +243,25 @@ pub fn begin(
         .bytes(&recipient_fpr)
         .u64(wrap_alg as u64)
         .bytes(&wrapped_key);
-    let header = Header::parse(&e.into_bytes())?;
-    let sealer = Sealer::new(&payload_key(&header, file_key.as_ref())?)?;
-    Ok((header, sealer))
+    Header::parse(&e.into_bytes())
+}
+
+/// Rewraps a document's file key to `new_recipient` (a pod key rotation): the returned header names the new
+/// recipient and holds the same file key wrapped to it, so the document's body stays valid byte for byte. The
+/// file key exists in plaintext only inside this function.
+pub fn rewrap(
+    header: &Header,
+    key: UnwrapKey<'_>,
+    new_recipient: &EncryptionKey,
+) -> Result<Header, Error> {
+    let file_key = unwrap_file_key(header, key)?;
+    wrap_header(
+        header.kind,
+        &header.room,
+        &header.doc,
+        new_recipient,
+        &file_key,
+    )
 }
 
 /// A private key that can unwrap file keys.
@@ -246,6 +274,11 @@ pub enum UnwrapKey<'a> {
 
 /// Unwraps the file key of `header` and returns the body's opener. Any failure is [`Error::Decrypt`].
 pub fn unwrap(header: &Header, key: UnwrapKey<'_>) -> Result<Opener, Error> {
+    let file_key = unwrap_file_key(header, key)?;
+    Opener::new(&payload_key(header, &file_key)?)
+}
+
+fn unwrap_file_key(header: &Header, key: UnwrapKey<'_>) -> Result<Zeroizing<Vec<u8>>, Error> {
     let info = header.wrap_info();
     let file_key = match (key, header.wrap_alg) {
         (UnwrapKey::Hpke(sk), EncryptionAlgorithm::HpkeP256) => {
@@ -273,7 +306,7 @@ pub fn unwrap(header: &Header, key: UnwrapKey<'_>) -> Result<Opener, Error> {
     if file_key.len() != FILE_KEY_LEN {
         return Err(Error::Decrypt);
     }
-    Opener::new(&payload_key(header, &file_key)?)
+    Ok(file_key)
 }
 
 /// Seals a whole document held in memory.

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod link;
 pub mod membership;
 pub mod request;
+pub mod rotation;
 pub mod stream;
 
 /// Errors of the protocol layer.

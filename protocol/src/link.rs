@@ -39,6 +39,18 @@ pub mod kind {
     pub const UNSEAL: u64 = 11;
     /// Parent → enclave: sign a checkpoint of the audit chain (answer: CHECKPOINT_SIGNED).
     pub const CHECKPOINT: u64 = 12;
+    /// Parent → enclave: rotation, run the key ceremony for the successor pod key under another KMS key (body as
+    /// PROVISION; answer PROVISIONED).
+    pub const PROVISION_NEXT: u64 = 13;
+    /// Parent → enclave: rotation, load an existing successor pod key through KMS (body as UNSEAL; answer OK).
+    pub const UNSEAL_NEXT: u64 = 14;
+    /// Parent → enclave: move a stored document to the successor key, `[mode, prefix and header]`; then the same
+    /// conversation as RE_ENCRYPT (the released body is `[new header, signed rotation item]`; chunks follow only
+    /// in re-encrypt mode).
+    pub const ROTATE: u64 = 15;
+    /// Parent → enclave: sign a rotation certificate, `[mode, count]`, then CHUNK frames each holding a CBOR array
+    /// of signed items (sorted), and a LAST_CHUNK (answer ROTATION_CERTIFICATE).
+    pub const CERTIFY_ROTATION: u64 = 16;
     /// Either way: a chunk that is not the last.
     pub const CHUNK: u64 = 8;
     /// Either way: the last chunk.
@@ -61,15 +73,39 @@ pub mod kind {
     pub const PROVISIONED: u64 = 108;
     /// Enclave → parent: a signed checkpoint.
     pub const CHECKPOINT_SIGNED: u64 = 109;
+    /// Enclave → parent: a signed rotation certificate.
+    pub const ROTATION_CERTIFICATE: u64 = 110;
     /// Enclave → parent: the operation failed.
     pub const ERROR: u64 = 199;
 }
+
+/// Largest number of signed rotation items in one CHUNK frame of a CERTIFY_ROTATION conversation.
+pub const MAX_ITEMS_PER_FRAME: u64 = 512;
 
 /// Largest number of entries in a room sync.
 pub const MAX_SYNC_ENTRIES: u64 = 20_000;
 
 fn malformed() -> Error {
     Error::MalformedFrame("message body does not match its type")
+}
+
+/// Writes `[a, b]` of two unsigned integers.
+pub fn encode_u64_pair(a: u64, b: u64) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.array(2).u64(a).u64(b);
+    e.into_bytes()
+}
+
+/// Reads `[a, b]` of two unsigned integers.
+pub fn decode_u64_pair(body: &[u8]) -> Result<(u64, u64), Error> {
+    let mut d = Decoder::new(body);
+    if d.array()? != Len::Definite(2) {
+        return Err(malformed());
+    }
+    let a = d.u64()?;
+    let b = d.u64()?;
+    d.finish()?;
+    Ok((a, b))
 }
 
 /// Writes a CBOR array of byte strings.
