@@ -240,6 +240,8 @@ pub struct EnclaveHealth {
     pub failure: Option<String>,
     /// Why it is still sealed.
     pub sealed_reason: Option<String>,
+    /// During a rotation: hex fingerprint of the successor pod key.
+    pub next_key_fingerprint: Option<String>,
 }
 
 /// Decodes a health report.
@@ -266,7 +268,13 @@ pub fn decode_health(body: &[u8]) -> Result<EnclaveHealth, LinkError> {
     } else {
         Some(d.text().map_err(bad)?.to_owned())
     };
+    let next_key_fingerprint = if d.null().map_err(bad)? {
+        None
+    } else {
+        Some(hex::encode(d.bytes().map_err(bad)?))
+    };
     Ok(EnclaveHealth {
+        next_key_fingerprint,
         status,
         key_fingerprint,
         audit_next_seq,

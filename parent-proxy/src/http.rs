@@ -12,6 +12,14 @@
 //! | `GET /audit?from=<n>` | | `{entries, next}` |
 //! | `GET /audit/checkpoint` | | `{checkpoint}` (signed by the pod's receipt key) |
 //! | `GET /metrics` | | Prometheus text |
+//! | `POST /admin/rotation/prepare` | `{kms_key_id}` or `{sealed_key}` (or `{}` in local mode) | `{next_key_fingerprint, pod_spki, kms_key_id}` |
+//! | `POST /pod/rotate/stream` | a stored document (rewrap: its prefix and header suffice); header `x-pod-rotation-mode` | the moved document; header `x-pod-rotation-item` |
+//! | `POST /admin/rotation/certify` | `{mode, items}` (signed items, sorted) | `{certificate}` |
+//!
+//! The rotation routes (`/admin/…` and `/pod/rotate/…`) answer only to loopback peers: an operator on the parent
+//! instance runs them (`podctl rotate`). That is not what makes them safe — the parent is untrusted anyway — but
+//! it keeps an expensive batch operation off the public listener. What makes them safe is that the enclave moves
+//! documents only to a successor key that KMS released to it under the successor key's policy.
 //!
 //! Errors are `{"error": <code>, "message": <text>}`; while the enclave is down or sealed, re-encrypt answers 503
 //! `pod_unavailable`. Bodies are capped, headers must arrive within 10 s and a whole request within 60 s, and at
@@ -99,6 +107,7 @@ async fn route(
                         "status": h.status, "key_fingerprint": h.key_fingerprint, "sealed_reason": h.sealed_reason,
                         "failure": h.failure, "rooms": h.rooms, "audit_entries": audit_entries,
                         "audit_next_seq": h.audit_next_seq, "config_hash": h.config_hash, "enclave": "up",
+                        "next_key_fingerprint": h.next_key_fingerprint,
                     }),
                 ),
                 Err(e) => json_response(
@@ -215,6 +224,57 @@ async fn route(
                 &json!({ "checkpoint": b64(&c) }),
             ))
         }
+        (Method::POST, ["admin", "rotation", "prepare"]) => {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+            let how = if let Some(k) = v.get("sealed_key") {
+                crate::parent::PrepareRotation::Load(serde_json::from_value(k.clone()).map_err(|e| {
+                    ApiError::BadRequest(format!("sealed_key: {e}"))
+                })?)
+            } else {
+                crate::parent::PrepareRotation::Generate {
+                    kms_key_id: v
+                        .get("kms_key_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                }
+            };
+            let k = parent.prepare_rotation(how).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "next_key_fingerprint": k.fingerprint, "pod_spki": k.pod_spki, "kms_key_id": k.kms_key_id }),
+            ))
+        }
+        (Method::POST, ["admin", "rotation", "certify"]) => {
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+            let mode = match v.get("mode").and_then(Value::as_str) {
+                Some("rewrap") => pod_protocol::rotation::Mode::Rewrap,
+                Some("re-encrypt") => pod_protocol::rotation::Mode::ReEncrypt,
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "mode must be `rewrap` or `re-encrypt`".into(),
+                    ));
+                }
+            };
+            let items = v
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ApiError::BadRequest("items must be a list of base64 strings".into()))?
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                        .filter(|b| b.len() <= pod_protocol::rotation::MAX_ITEM_LEN)
+                        .ok_or_else(|| ApiError::BadRequest("an item is not base64 or is too long".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let c = parent.certify_rotation(mode, &items).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({ "certificate": b64(&c) }),
+            ))
+        }
         (Method::GET, ["metrics"]) => {
             let m = &parent.metrics;
             let text = format!(
@@ -298,12 +358,28 @@ fn boxed(r: Response<Full<Bytes>>) -> Response<Body> {
 async fn handle(
     parent: Arc<Parent>,
     req: Request<Incoming>,
+    loopback: bool,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let started = std::time::Instant::now();
+    if (path.starts_with("/admin/") || path.starts_with("/pod/rotate")) && !loopback {
+        tracing::warn!(request_id = id, path, "rotation route refused to a non-loopback peer");
+        return Ok(boxed(json_response(
+            StatusCode::FORBIDDEN,
+            &json!({ "error": "admin_only", "message": "rotation routes answer only on the parent instance itself (loopback)" }),
+        )));
+    }
+    if method == Method::POST && path == "/pod/rotate/stream" {
+        let response = match crate::stream::rotate(parent, req).await {
+            Ok(r) => r,
+            Err(e) => boxed(error_response(&e)),
+        };
+        tracing::info!(request_id = id, %method, path, status = response.status().as_u16(), "rotation request");
+        return Ok(response);
+    }
     if method == Method::POST && path == "/pod/re-encrypt/stream" {
         let response = match crate::stream::re_encrypt(parent, req).await {
             Ok(r) => r,
@@ -372,7 +448,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             a = listener.accept() => a,
         };
-        let Ok((tcp, _)) = accepted else {
+        let Ok((tcp, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
@@ -389,7 +465,9 @@ pub async fn run(
             else {
                 return;
             };
-            let service = hyper::service::service_fn(move |req| handle(parent.clone(), req));
+            let loopback = peer.ip().is_loopback();
+            let service =
+                hyper::service::service_fn(move |req| handle(parent.clone(), req, loopback));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))

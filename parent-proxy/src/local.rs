@@ -275,6 +275,23 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
         Parent::open(ParentConfig {
             state_dir: state.clone(),
             enclave: EnclaveAddr::Unix(state.join("enclave.sock")),
+            key_factory: Some({
+                let addr = kms_addr.clone();
+                let pcrs_text = pcrs_text.clone();
+                Arc::new(move || {
+                    let policy = pod_client::policy::render(&pcrs_text, "*", "*").map_err(|e| e.to_string())?;
+                    let out = kms_call(
+                        &addr,
+                        "CreateKey",
+                        &serde_json::json!({"Description": "Secure Pod local successor pod key", "Policy": policy.to_string()}),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    out.pointer("/KeyMetadata/KeyId")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| "CreateKey answered no KeyId".to_owned())
+                })
+            }),
             kms: KmsSettings {
                 key_id,
                 pod_name: "local-pod".into(),

@@ -43,6 +43,15 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
         listen: String,
     },
+    /// End a key rotation, with the proxy stopped: the successor key becomes the pod key; the old sealed key and the
+    /// old audit log move to `retired/<fingerprint>/`; documents still sealed to the old key are refused from now on
+    /// with `retired_pod_key`. Run it after `podctl rotate run` has moved every document and the rotation certificate
+    /// verifies. Afterwards schedule the old KMS key's deletion (docs/OPERATIONS.md).
+    Promote {
+        /// The proxy's state directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: std::path::PathBuf,
+    },
     /// Relay the enclave's KMS connections to KMS (the enclave runs TLS end to end; this only moves bytes).
     KmsRelay {
         /// Where the enclave connects: `vsock:PORT` on EC2, `unix:/path` or `tcp:HOST:PORT` locally.
@@ -96,6 +105,16 @@ fn main() -> anyhow::Result<()> {
                 state_dir,
                 listen,
             }))
+        }
+        Command::Promote { state_dir } => {
+            let p = pod_proxy::parent::promote(&state_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("retired pod key {}", p.retired);
+            println!("pod key is now  {}", p.current);
+            println!(
+                "the old audit log and sealed key are in {}; start the proxy to unseal the new key",
+                p.archive.display()
+            );
+            Ok(())
         }
         Command::KmsRelay { listen, to, allow } => {
             let allowlist = if allow.is_empty() {

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use pod_cbor::Encoder;
 use pod_protocol::keys::labeled_hash;
 use pod_protocol::link::{self, kind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +54,7 @@ pub struct KmsSettings {
 }
 
 /// The parent's configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ParentConfig {
     /// Where the stores live.
     pub state_dir: PathBuf,
@@ -62,7 +62,13 @@ pub struct ParentConfig {
     pub enclave: EnclaveAddr,
     /// KMS settings.
     pub kms: KmsSettings,
+    /// Local mode only: makes a new KMS key (with the same key policy) for a rotation's successor pod key, so that
+    /// `POST /admin/rotation/prepare` needs no key id. In production the operator creates the key and names it.
+    pub key_factory: Option<KeyFactory>,
 }
+
+/// Creates a KMS key and returns its id.
+pub type KeyFactory = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// What the sealed-key store holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -143,8 +149,133 @@ pub struct Parent {
     audit: Arc<Mutex<RecordLog>>,
     audit_tx: std::sync::mpsc::Sender<AuditJob>,
     rooms: Mutex<HashMap<String, RecordLog>>,
+    /// Fingerprints of pod keys retired by a rotation: documents still sealed to them get a clear refusal.
+    retired: HashSet<[u8; 32]>,
+    /// Held while the parent runs, so that two proxies, or a promotion, never share a state directory.
+    _lock: std::fs::File,
     /// Counters.
     pub metrics: Arc<Metrics>,
+}
+
+/// One retired pod key, as `retired-keys.json` lists it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RetiredKey {
+    /// Hex SHA-256 of the retired pod key's SPKI.
+    pub fingerprint: String,
+    /// The key that replaced it.
+    pub successor: String,
+    /// When it was retired (ms since the epoch).
+    pub retired_at_ms: u64,
+}
+
+/// Takes the state directory's lock, or explains who holds it.
+pub fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, ApiError> {
+    std::fs::create_dir_all(dir).map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
+    let path = dir.join("proxy.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ApiError::Internal(format!(
+            "{} is in use by another pod-proxy; stop it first",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(ApiError::Internal(format!("{}: {e}", path.display())))
+        }
+    }
+}
+
+/// Reads `retired-keys.json` (empty when absent).
+pub fn read_retired(dir: &std::path::Path) -> Result<Vec<RetiredKey>, ApiError> {
+    match std::fs::read_to_string(dir.join("retired-keys.json")) {
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| ApiError::Internal(format!("retired-keys.json: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ApiError::Internal(format!("retired-keys.json: {e}"))),
+    }
+}
+
+/// What a promotion did.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    /// The retired key's fingerprint.
+    pub retired: String,
+    /// The new pod key's fingerprint.
+    pub current: String,
+    /// Where the old key's audit log and sealed key were moved.
+    pub archive: PathBuf,
+}
+
+/// Ends a rotation with the proxy stopped: the successor key becomes the pod key, the old sealed key and the
+/// old audit log (whose chain is signed by the old key's receipt key) move to `retired/<fingerprint>/`, and the
+/// old fingerprint is listed in `retired-keys.json`. The next start unseals the new key and begins a new audit
+/// chain under it.
+pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
+    let _lock = lock_state_dir(state_dir)?;
+    let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("{what}: {e}"));
+    let read_key = |p: &std::path::Path| -> Result<SealedKey, ApiError> {
+        let t = std::fs::read_to_string(p).map_err(|e| io(&p.display().to_string(), e))?;
+        serde_json::from_str(&t).map_err(|e| ApiError::Internal(format!("{}: {e}", p.display())))
+    };
+    let current_path = state_dir.join("sealed-pod-key.json");
+    let next_path = state_dir.join("sealed-pod-key.next.json");
+    if !next_path.exists() {
+        return Err(ApiError::BadRequest(format!(
+            "{} does not exist: prepare a rotation first (POST /admin/rotation/prepare)",
+            next_path.display()
+        )));
+    }
+    let current = read_key(&current_path)?;
+    let next = read_key(&next_path)?;
+    let archive = state_dir.join("retired").join(&current.fingerprint);
+    std::fs::create_dir_all(&archive).map_err(|e| io("creating the archive", e))?;
+    let mut retired = read_retired(state_dir)?;
+    if !retired.iter().any(|r| r.fingerprint == current.fingerprint) {
+        retired.push(RetiredKey {
+            fingerprint: current.fingerprint.clone(),
+            successor: next.fingerprint.clone(),
+            retired_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        });
+    }
+    let text = serde_json::to_string_pretty(&retired).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let tmp = state_dir.join("retired-keys.json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, state_dir.join("retired-keys.json")))
+        .map_err(|e| io("retired-keys.json", e))?;
+    for name in ["audit.log", "checkpoints.log"] {
+        let from = state_dir.join(name);
+        if from.exists() {
+            std::fs::rename(&from, archive.join(name)).map_err(|e| io(name, e))?;
+        }
+    }
+    std::fs::rename(&current_path, archive.join("sealed-pod-key.json"))
+        .map_err(|e| io("archiving the sealed key", e))?;
+    std::fs::rename(&next_path, &current_path).map_err(|e| io("promoting the successor", e))?;
+    Ok(Promotion {
+        retired: current.fingerprint,
+        current: next.fingerprint,
+        archive,
+    })
+}
+
+/// `POST /admin/rotation/prepare`: where the successor pod key comes from.
+#[derive(Debug, Clone)]
+pub enum PrepareRotation {
+    /// Run the key ceremony in this enclave under another KMS key (routine rotation); `None` in local mode makes
+    /// one.
+    Generate {
+        /// The KMS key whose policy governs the successor.
+        kms_key_id: Option<String>,
+    },
+    /// Load a successor key generated elsewhere (e.g. by the new, patched image after a compromise), through KMS.
+    Load(SealedKey),
 }
 
 impl std::fmt::Debug for Parent {
@@ -168,8 +299,17 @@ fn unb64(s: &str) -> Result<Vec<u8>, ApiError> {
 impl Parent {
     /// Opens the stores and starts the audit writer.
     pub fn open(config: ParentConfig) -> Result<Self, ApiError> {
+        let lock = lock_state_dir(&config.state_dir)?;
         std::fs::create_dir_all(config.state_dir.join("rooms"))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut retired = HashSet::new();
+        for r in read_retired(&config.state_dir)? {
+            let f: [u8; 32] = hex::decode(&r.fingerprint)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| ApiError::Internal("retired-keys.json: bad fingerprint".into()))?;
+            retired.insert(f);
+        }
         let (audit_log, recovery) = RecordLog::open(&config.state_dir.join("audit.log"))?;
         if let Some((offset, len, saved)) = &recovery.torn {
             tracing::error!(offset, len, saved = %saved.display(), "the audit log had a torn last record");
@@ -205,8 +345,191 @@ impl Parent {
             audit,
             audit_tx,
             rooms: Mutex::new(rooms),
+            retired,
+            _lock: lock,
             metrics,
         })
+    }
+
+    fn next_key_path(&self) -> PathBuf {
+        self.config.state_dir.join("sealed-pod-key.next.json")
+    }
+
+    /// The successor key of a rotation in progress, once prepared.
+    pub fn next_sealed_key(&self) -> Option<SealedKey> {
+        std::fs::read_to_string(self.next_key_path())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    async fn credentials(&self) -> Result<(String, String, Option<String>), ApiError> {
+        Ok(match &self.config.kms.credentials {
+            Credentials::Static {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => (
+                access_key_id.clone(),
+                secret_access_key.clone(),
+                session_token.clone(),
+            ),
+            Credentials::Imds { endpoint } => {
+                let c = crate::imds::role_credentials(endpoint)
+                    .await
+                    .map_err(ApiError::Unavailable)?;
+                (c.access_key_id, c.secret_access_key, Some(c.token))
+            }
+        })
+    }
+
+    /// The body of an UNSEAL or UNSEAL_NEXT message for a stored key.
+    async fn unseal_body(&self, k: &SealedKey) -> Result<Vec<u8>, ApiError> {
+        let (id, secret, token) = self.credentials().await?;
+        let mut e = Encoder::new();
+        e.array(6)
+            .bytes(&unb64(&k.sealed)?)
+            .bytes(
+                &hex::decode(&k.fingerprint)
+                    .map_err(|_| ApiError::Internal("bad fingerprint".into()))?,
+            )
+            .text(&k.pod_name)
+            .text(&id)
+            .text(&secret);
+        match &token {
+            Some(t) => e.text(t),
+            None => e.null(),
+        };
+        Ok(e.into_bytes())
+    }
+
+    /// Loads the successor pod key into the enclave: generated there under `kms_key_id`, or an existing one
+    /// unsealed through KMS. The sealed successor is stored beside the pod key, so that an enclave restart during
+    /// the rotation loads it again. Returns it.
+    pub async fn prepare_rotation(&self, how: PrepareRotation) -> Result<SealedKey, ApiError> {
+        if let Some(k) = self.next_sealed_key() {
+            return Err(ApiError::BadRequest(format!(
+                "a rotation to {} is already prepared; finish it (pod-proxy promote) or remove {}",
+                k.fingerprint,
+                self.next_key_path().display()
+            )));
+        }
+        let stored = match how {
+            PrepareRotation::Generate { kms_key_id } => {
+                let kms_key_id = match (kms_key_id, &self.config.key_factory) {
+                    (Some(k), _) => k,
+                    (None, Some(factory)) => {
+                        let factory = factory.clone();
+                        tokio::task::spawn_blocking(move || factory())
+                            .await
+                            .map_err(|e| ApiError::Internal(e.to_string()))?
+                            .map_err(ApiError::Unavailable)?
+                    }
+                    (None, None) => {
+                        return Err(ApiError::BadRequest(
+                            "kms_key_id is required: create a KMS key for the successor with the new key policy \
+                             (podctl policy) and name it"
+                                .into(),
+                        ));
+                    }
+                };
+                let (id, secret, token) = self.credentials().await?;
+                let mut e = Encoder::new();
+                e.array(5)
+                    .text(&kms_key_id)
+                    .text(&self.config.kms.pod_name)
+                    .text(&id)
+                    .text(&secret);
+                match &token {
+                    Some(t) => e.text(t),
+                    None => e.null(),
+                };
+                let reply = self.enclave.call(kind::PROVISION_NEXT, e.as_bytes()).await?;
+                if reply.kind != kind::PROVISIONED {
+                    let (code, message) = reply.code_message();
+                    return Err(ApiError::Refused { code, message });
+                }
+                let parts = link::decode_bytes_n(&reply.body, 3)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                let (Some(sealed), Some(spki)) = (parts.first(), parts.get(1)) else {
+                    return Err(ApiError::Internal("malformed ceremony result".into()));
+                };
+                SealedKey {
+                    kms_key_id,
+                    pod_name: self.config.kms.pod_name.clone(),
+                    sealed: b64(sealed),
+                    pod_spki: b64(spki),
+                    fingerprint: hex::encode(pod_protocol::keys::fingerprint(spki)),
+                }
+            }
+            PrepareRotation::Load(k) => {
+                let body = self.unseal_body(&k).await?;
+                let reply = self.enclave.call(kind::UNSEAL_NEXT, &body).await?;
+                if reply.kind != kind::OK {
+                    let (code, message) = reply.code_message();
+                    return Err(ApiError::Refused { code, message });
+                }
+                k
+            }
+        };
+        let tmp = self.next_key_path().with_extension("tmp");
+        let text =
+            serde_json::to_string_pretty(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, self.next_key_path()))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        tracing::info!(successor = %stored.fingerprint, "rotation prepared: successor pod key loaded");
+        Ok(stored)
+    }
+
+    /// Signs a rotation certificate over `items` (sorted by old header hash), streamed to the enclave in frames.
+    pub async fn certify_rotation(
+        &self,
+        mode: pod_protocol::rotation::Mode,
+        items: &[Vec<u8>],
+    ) -> Result<Vec<u8>, ApiError> {
+        let mut conn = self.enclave.connection().await?;
+        let id = self.enclave.next_id();
+        conn.send(
+            id,
+            kind::CERTIFY_ROTATION,
+            &link::encode_u64_pair(mode as u64, items.len() as u64),
+        )
+        .await?;
+        let per_frame = usize::try_from(link::MAX_ITEMS_PER_FRAME).unwrap_or(512);
+        let mut batches: Vec<&[Vec<u8>]> = items.chunks(per_frame).collect();
+        if batches.is_empty() {
+            batches.push(&[]);
+        }
+        let n = batches.len();
+        for (i, batch) in batches.into_iter().enumerate() {
+            let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+            let k = if i + 1 == n { kind::LAST_CHUNK } else { kind::CHUNK };
+            conn.send(id, k, &link::encode_bytes_list(&refs)).await?;
+        }
+        let reply = conn.recv().await?;
+        if reply.kind != kind::ROTATION_CERTIFICATE {
+            let (code, message) = reply.code_message();
+            return Err(ApiError::Refused { code, message });
+        }
+        self.enclave.give_back(conn);
+        Ok(reply.body)
+    }
+
+    /// Refuses a document sealed to a retired pod key with an error that says so.
+    fn check_not_retired(&self, header: &[u8]) -> Result<(), ApiError> {
+        if let Ok(Some((h, _))) = pod_protocol::envelope::read_header(header) {
+            if self.retired.contains(h.recipient()) {
+                return Err(ApiError::Refused {
+                    code: "retired_pod_key".into(),
+                    message: format!(
+                        "This document is sealed to pod key {}, which was retired by a key rotation; it was not \
+                         rotated. Ask the operator for the rotated copy.",
+                        hex::encode(h.recipient())
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn key_path(&self) -> PathBuf {
@@ -233,47 +556,24 @@ impl Parent {
         let health = self.health().await?;
         if health.status == "sealed" {
             let kms = &self.config.kms;
-            let (access_key_id, secret_access_key, session_token) = match &kms.credentials {
-                Credentials::Static {
-                    access_key_id,
-                    secret_access_key,
-                    session_token,
-                } => (
-                    access_key_id.clone(),
-                    secret_access_key.clone(),
-                    session_token.clone(),
-                ),
-                Credentials::Imds { endpoint } => {
-                    let c = crate::imds::role_credentials(endpoint)
-                        .await
-                        .map_err(ApiError::Unavailable)?;
-                    (c.access_key_id, c.secret_access_key, Some(c.token))
-                }
-            };
-            let push_creds = |e: &mut Encoder| {
-                e.text(&access_key_id).text(&secret_access_key);
-                match &session_token {
-                    Some(t) => e.text(t),
-                    None => e.null(),
-                };
-            };
-            let mut creds = Encoder::new();
             let reply = match self.sealed_key() {
                 Some(k) => {
-                    creds
-                        .array(6)
-                        .bytes(&unb64(&k.sealed)?)
-                        .bytes(
-                            &hex::decode(&k.fingerprint)
-                                .map_err(|_| ApiError::Internal("bad fingerprint".into()))?,
-                        )
-                        .text(&k.pod_name);
-                    push_creds(&mut creds);
-                    self.enclave.call(kind::UNSEAL, creds.as_bytes()).await?
+                    let body = self.unseal_body(&k).await?;
+                    self.enclave.call(kind::UNSEAL, &body).await?
                 }
                 None => {
-                    creds.array(5).text(&kms.key_id).text(&kms.pod_name);
-                    push_creds(&mut creds);
+                    let (id, secret, token) = self.credentials().await?;
+                    let mut creds = Encoder::new();
+                    creds
+                        .array(5)
+                        .text(&kms.key_id)
+                        .text(&kms.pod_name)
+                        .text(&id)
+                        .text(&secret);
+                    match &token {
+                        Some(t) => creds.text(t),
+                        None => creds.null(),
+                    };
                     self.enclave.call(kind::PROVISION, creds.as_bytes()).await?
                 }
             };
@@ -335,6 +635,16 @@ impl Parent {
             if reply.kind != kind::ROOM_HEAD {
                 let (code, message) = reply.code_message();
                 tracing::error!(code, message, "a stored room was refused by the enclave");
+            }
+        }
+        // A rotation in progress survives an enclave restart: load the successor again.
+        let health = self.health().await?;
+        if let (Some(next), None) = (self.next_sealed_key(), &health.next_key_fingerprint) {
+            let body = self.unseal_body(&next).await?;
+            let reply = self.enclave.call(kind::UNSEAL_NEXT, &body).await?;
+            if reply.kind != kind::OK {
+                let (code, message) = reply.code_message();
+                tracing::error!(code, message, "the successor pod key of the rotation in progress did not load");
             }
         }
         self.health().await
@@ -488,20 +798,35 @@ impl Parent {
         request: &[u8],
         header: &[u8],
     ) -> Result<Conversation, ApiError> {
+        self.check_not_retired(header)?;
+        self.begin(kind::RE_ENCRYPT, &link::encode_bytes_list(&[request, header]))
+            .await
+    }
+
+    /// Starts moving one stored document (its prefix and header) to the successor key: decision, durable audit
+    /// entry, acknowledgement. The conversation's `receipt` is the signed rotation item; in re-encrypt mode the
+    /// body's chunks then go through [`Parent::stream_chunk`], in rewrap mode the body is unchanged.
+    pub async fn begin_rotation(
+        &self,
+        mode: pod_protocol::rotation::Mode,
+        header: &[u8],
+    ) -> Result<Conversation, ApiError> {
+        self.begin(kind::ROTATE, &link::encode_seq_bytes(mode as u64, header))
+            .await
+    }
+
+    async fn begin(&self, kind_code: u64, body: &[u8]) -> Result<Conversation, ApiError> {
         let mut conn = self.enclave.connection().await?;
         let id = self.enclave.next_id();
-        conn.send(
-            id,
-            kind::RE_ENCRYPT,
-            &link::encode_bytes_list(&[request, header]),
-        )
-        .await?;
+        conn.send(id, kind_code, body).await?;
         let reply = conn.recv().await?;
         if reply.kind != kind::AUDIT_APPEND {
             let (code, message) = reply.code_message();
             self.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(if code == "sealed" || code == "audit_backlog" {
                 ApiError::Unavailable(message)
+            } else if code == "no_successor" {
+                ApiError::BadRequest(message)
             } else {
                 ApiError::Internal(format!("{code}: {message}"))
             });

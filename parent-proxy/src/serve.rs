@@ -23,6 +23,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let parent = Arc::new(
         Parent::open(ParentConfig {
+            key_factory: None,
             state_dir: config.state_dir.clone(),
             enclave: config
                 .enclave

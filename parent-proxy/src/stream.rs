@@ -68,14 +68,58 @@ pub async fn re_encrypt(
     }
     let mut body = req.into_body();
     let mut buf = Vec::new();
-    // The document's prefix and header (at most 2 KiB after the prefix).
+    let header = read_header(&mut body, &mut buf).await?;
+    let p = parent.clone();
+    let conversation = tokio::spawn(async move { p.begin_re_encrypt(&token, &header).await })
+        .await
+        .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))??;
+    Ok(respond(parent, conversation, body, buf, false, "x-pod-receipt"))
+}
+
+/// `POST /pod/rotate/stream` (`x-pod-rotation-mode: rewrap | re-encrypt`): moves one stored document to the
+/// successor pod key. The answer carries the signed rotation item in `x-pod-rotation-item`. In rewrap mode the
+/// body does not change: the client may send only the prefix and header and keep its body, and whatever body it
+/// does send comes back unchanged after the new header.
+pub async fn rotate(parent: Arc<Parent>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let mode = match req
+        .headers()
+        .get("x-pod-rotation-mode")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("rewrap") => pod_protocol::rotation::Mode::Rewrap,
+        Some("re-encrypt") => pod_protocol::rotation::Mode::ReEncrypt,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the `x-pod-rotation-mode` header must be `rewrap` or `re-encrypt`".into(),
+            ));
+        }
+    };
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    let header = read_header(&mut body, &mut buf).await?;
+    let p = parent.clone();
+    let conversation = tokio::spawn(async move { p.begin_rotation(mode, &header).await })
+        .await
+        .map_err(|_| ApiError::Internal("the rotation task failed".into()))??;
+    Ok(respond(
+        parent,
+        conversation,
+        body,
+        buf,
+        mode == pod_protocol::rotation::Mode::Rewrap,
+        "x-pod-rotation-item",
+    ))
+}
+
+/// Reads the document's prefix and header (at most 2 KiB after the prefix) into `buf` and splits them off.
+async fn read_header(body: &mut Incoming, buf: &mut Vec<u8>) -> Result<Vec<u8>, ApiError> {
     let header_end = loop {
         match pod_protocol::envelope::read_header(&buf) {
             Ok(Some((_, end))) => break end,
             Ok(None) => {
                 if buf.len()
                     > pod_protocol::envelope::MAX_HEADER_LEN + pod_protocol::envelope::PREFIX_LEN
-                    || !fill(&mut body, &mut buf).await?
+                    || !fill(body, buf).await?
                 {
                     return Err(ApiError::BadRequest(
                         "the document's header is incomplete".into(),
@@ -85,17 +129,42 @@ pub async fn re_encrypt(
             Err(e) => return Err(ApiError::BadRequest(format!("not a sealed document: {e}"))),
         }
     };
-    let header: Vec<u8> = buf.drain(..header_end).collect();
-    let p = parent.clone();
-    let mut conversation = tokio::spawn(async move { p.begin_re_encrypt(&token, &header).await })
-        .await
-        .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))??;
+    Ok(buf.drain(..header_end).collect())
+}
+
+/// Answers 200 with the conversation's header, then the converted body: chunk by chunk through the enclave, or
+/// (`passthrough`, a rewrap) the client's bytes unchanged. The conversation's receipt (or rotation item) goes
+/// into the response header `receipt_header`.
+fn respond(
+    parent: Arc<Parent>,
+    mut conversation: crate::parent::Conversation,
+    mut body: Incoming,
+    mut buf: Vec<u8>,
+    passthrough: bool,
+    receipt_header: &'static str,
+) -> Response<Body> {
     let receipt = base64::engine::general_purpose::STANDARD.encode(&conversation.receipt);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
     let first = Bytes::from(std::mem::take(&mut conversation.header));
     tokio::spawn(async move {
         if tx.send(Ok(first)).await.is_err() {
             return;
+        }
+        if passthrough {
+            parent.finish(conversation);
+            loop {
+                if !buf.is_empty() && tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
+                    return;
+                }
+                match fill(&mut body, &mut buf).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
         }
         let mut ended = false;
         loop {
@@ -142,7 +211,7 @@ pub async fn re_encrypt(
         hyper::header::HeaderValue::from_static("application/octet-stream"),
     );
     if let Ok(v) = hyper::header::HeaderValue::from_str(&receipt) {
-        headers.insert("x-pod-receipt", v);
+        headers.insert(receipt_header, v);
     }
-    Ok(response)
+    response
 }
