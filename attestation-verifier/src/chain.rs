@@ -242,10 +242,10 @@ pub(crate) fn verify_chain<'a>(
             if ext.basic_constraints.as_ref().is_some_and(|b| b.ca) {
                 return Err(constraint("the leaf is a CA certificate"));
             }
-            if let Some(ku) = &ext.key_usage {
-                if !ku.digital_signature() {
-                    return Err(constraint("the leaf's keyUsage lacks digitalSignature"));
-                }
+            if let Some(ku) = &ext.key_usage
+                && !ku.digital_signature()
+            {
+                return Err(constraint("the leaf's keyUsage lacks digitalSignature"));
             }
         } else {
             let bc = ext
@@ -266,10 +266,10 @@ pub(crate) fn verify_chain<'a>(
             }
             // Intermediate CAs below this one (the leaf does not count).
             let below = intermediates_count.saturating_sub(depth);
-            if let Some(path_len) = bc.path_len_constraint {
-                if below > usize::from(path_len) {
-                    return Err(constraint("pathLenConstraint exceeded"));
-                }
+            if let Some(path_len) = bc.path_len_constraint
+                && below > usize::from(path_len)
+            {
+                return Err(constraint("pathLenConstraint exceeded"));
             }
         }
         let key = p384_key(c)?;

@@ -314,15 +314,15 @@ fn parse_cabundle<'a>(d: &mut Decoder<'a>) -> Result<Vec<&'a [u8]>, Error> {
     if let Some(e) = failure {
         return Err(e);
     }
-    if let Err(pod_cbor::Error::Malformed { reason, .. }) = &result {
-        if reason.starts_with("container has more") {
-            return Err(Error::FieldSize {
-                field: "cabundle",
-                len: MAX_CABUNDLE.saturating_add(1),
-                min: 1,
-                max: MAX_CABUNDLE,
-            });
-        }
+    if let Err(pod_cbor::Error::Malformed { reason, .. }) = &result
+        && reason.starts_with("container has more")
+    {
+        return Err(Error::FieldSize {
+            field: "cabundle",
+            len: MAX_CABUNDLE.saturating_add(1),
+            min: 1,
+            max: MAX_CABUNDLE,
+        });
     }
     result?;
     check_size("cabundle", out.len(), 1, MAX_CABUNDLE)?;

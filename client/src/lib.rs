@@ -9,6 +9,7 @@
 pub mod https;
 pub mod keyfile;
 pub mod policy;
+pub mod rotate;
 
 use attestation_verifier::{ExpectedPcrs, Policy, UnixTime, Verifier};
 use base64::Engine as _;
@@ -208,13 +209,13 @@ impl PodClient {
         let pod_key = hpke::PublicKey::from_spki_der(spki)
             .map_err(|e| ClientError::Integrity(e.to_string()))?;
         let fpr = fingerprint(spki);
-        if let Some(pinned) = self.pinned {
-            if pinned != fpr {
-                return Err(ClientError::PinMismatch {
-                    pinned: hex::encode(pinned),
-                    now: hex::encode(fpr),
-                });
-            }
+        if let Some(pinned) = self.pinned
+            && pinned != fpr
+        {
+            return Err(ClientError::PinMismatch {
+                pinned: hex::encode(pinned),
+                now: hex::encode(fpr),
+            });
         }
         let mut d = pod_cbor::Decoder::new(verified.user_data().unwrap_or_default());
         let (receipt, config) = (|| -> Result<(Vec<u8>, Vec<u8>), pod_cbor::Error> {

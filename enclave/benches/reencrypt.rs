@@ -157,6 +157,8 @@ fn bench(c: &mut Criterion) {
                         buf.clear();
                         buf.extend_from_slice(c);
                         r.transcryptor
+                            .as_mut()
+                            .unwrap()
                             .process(&mut buf, i + 1 == chunks.len())
                             .unwrap();
                     }

@@ -266,6 +266,8 @@ pub enum Refusal {
     BudgetExhausted(Scope),
     /// Rotation: the document is already sealed to the successor key.
     AlreadyRotated,
+    /// The stored document is sealed to another pod key (e.g. the successor, after a rotation).
+    OtherPodKey,
 }
 
 impl Refusal {
@@ -285,6 +287,7 @@ impl Refusal {
             Self::CannotDecrypt => "cannot_decrypt",
             Self::BudgetExhausted(_) => "budget_exhausted",
             Self::AlreadyRotated => "already_rotated",
+            Self::OtherPodKey => "sealed_to_another_pod_key",
         }
     }
 
@@ -310,6 +313,9 @@ impl Refusal {
                 "The decryption budget is spent; try again later or ask the room owner."
             }
             Self::AlreadyRotated => "The document is already sealed to the new pod key.",
+            Self::OtherPodKey => {
+                "The document is sealed to a different pod key; after a key rotation, open the rotated copy through the new pod."
+            }
         }
     }
 
@@ -329,6 +335,7 @@ impl Refusal {
             Self::CannotDecrypt => "document does not decrypt",
             Self::BudgetExhausted(s) => s.name(),
             Self::AlreadyRotated => "already rotated",
+            Self::OtherPodKey => "document sealed to another pod key",
         }
     }
 }
@@ -835,7 +842,7 @@ impl Pod {
             return Err(Refusal::AlreadyRotated);
         }
         if header.recipient() != &keys.fingerprint {
-            return Err(Refusal::WrongPod);
+            return Err(Refusal::OtherPodKey);
         }
         let next_key = pod_protocol::keys::EncryptionKey::HpkeP256(next.pod.public_key().clone());
         let (new_header, transcryptor) = match mode {
@@ -932,9 +939,11 @@ impl Pod {
             || header.room() != &req.room
             || header.doc() != req.doc.as_slice()
             || header.hash() != req.header_hash
-            || header.recipient() != &keys.fingerprint
         {
             return Err(Refusal::WrongDocument);
+        }
+        if header.recipient() != &keys.fingerprint {
+            return Err(Refusal::OtherPodKey);
         }
         let opener = envelope::unwrap(&header, UnwrapKey::Hpke(&keys.pod))
             .map_err(|_| Refusal::CannotDecrypt)?;

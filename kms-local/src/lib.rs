@@ -269,12 +269,12 @@ impl Kms {
             ("KeySpec", "SYMMETRIC_DEFAULT"),
             ("KeyUsage", "ENCRYPT_DECRYPT"),
         ] {
-            if let Some(v) = req.get(field).and_then(Value::as_str) {
-                if v != allowed {
-                    return Err(validation(format!(
-                        "{field} {v} is not emulated (only {allowed})"
-                    )));
-                }
+            if let Some(v) = req.get(field).and_then(Value::as_str)
+                && v != allowed
+            {
+                return Err(validation(format!(
+                    "{field} {v} is not emulated (only {allowed})"
+                )));
             }
         }
         let r = self.random(16)?;

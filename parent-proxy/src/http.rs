@@ -228,9 +228,10 @@ async fn route(
             let v: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
             let how = if let Some(k) = v.get("sealed_key") {
-                crate::parent::PrepareRotation::Load(serde_json::from_value(k.clone()).map_err(|e| {
-                    ApiError::BadRequest(format!("sealed_key: {e}"))
-                })?)
+                crate::parent::PrepareRotation::Load(
+                    serde_json::from_value(k.clone())
+                        .map_err(|e| ApiError::BadRequest(format!("sealed_key: {e}")))?,
+                )
             } else {
                 crate::parent::PrepareRotation::Generate {
                     kms_key_id: v
@@ -260,13 +261,17 @@ async fn route(
             let items = v
                 .get("items")
                 .and_then(Value::as_array)
-                .ok_or_else(|| ApiError::BadRequest("items must be a list of base64 strings".into()))?
+                .ok_or_else(|| {
+                    ApiError::BadRequest("items must be a list of base64 strings".into())
+                })?
                 .iter()
                 .map(|i| {
                     i.as_str()
                         .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
                         .filter(|b| b.len() <= pod_protocol::rotation::MAX_ITEM_LEN)
-                        .ok_or_else(|| ApiError::BadRequest("an item is not base64 or is too long".into()))
+                        .ok_or_else(|| {
+                            ApiError::BadRequest("an item is not base64 or is too long".into())
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let c = parent.certify_rotation(mode, &items).await?;
@@ -366,7 +371,11 @@ async fn handle(
     let query = req.uri().query().unwrap_or("").to_owned();
     let started = std::time::Instant::now();
     if (path.starts_with("/admin/") || path.starts_with("/pod/rotate")) && !loopback {
-        tracing::warn!(request_id = id, path, "rotation route refused to a non-loopback peer");
+        tracing::warn!(
+            request_id = id,
+            path,
+            "rotation route refused to a non-loopback peer"
+        );
         return Ok(boxed(json_response(
             StatusCode::FORBIDDEN,
             &json!({ "error": "admin_only", "message": "rotation routes answer only on the parent instance itself (loopback)" }),
@@ -456,6 +465,9 @@ pub async fn run(
             tracing::warn!("connection limit reached; refusing a connection");
             continue;
         };
+        // Answers are written as a head and then body pieces: without NODELAY, Nagle's algorithm holds the second
+        // write until the client's delayed ACK (~40 ms).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let parent = parent.clone();
         tokio::spawn(async move {

@@ -170,7 +170,8 @@ pub struct RetiredKey {
 
 /// Takes the state directory's lock, or explains who holds it.
 pub fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, ApiError> {
-    std::fs::create_dir_all(dir).map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
     let path = dir.join("proxy.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -244,7 +245,8 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
                 .map_or(0, |d| d.as_millis() as u64),
         });
     }
-    let text = serde_json::to_string_pretty(&retired).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&retired).map_err(|e| ApiError::Internal(e.to_string()))?;
     let tmp = state_dir.join("retired-keys.json.tmp");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, state_dir.join("retired-keys.json")))
@@ -443,7 +445,10 @@ impl Parent {
                     Some(t) => e.text(t),
                     None => e.null(),
                 };
-                let reply = self.enclave.call(kind::PROVISION_NEXT, e.as_bytes()).await?;
+                let reply = self
+                    .enclave
+                    .call(kind::PROVISION_NEXT, e.as_bytes())
+                    .await?;
                 if reply.kind != kind::PROVISIONED {
                     let (code, message) = reply.code_message();
                     return Err(ApiError::Refused { code, message });
@@ -503,7 +508,11 @@ impl Parent {
         let n = batches.len();
         for (i, batch) in batches.into_iter().enumerate() {
             let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
-            let k = if i + 1 == n { kind::LAST_CHUNK } else { kind::CHUNK };
+            let k = if i + 1 == n {
+                kind::LAST_CHUNK
+            } else {
+                kind::CHUNK
+            };
             conn.send(id, k, &link::encode_bytes_list(&refs)).await?;
         }
         let reply = conn.recv().await?;
@@ -517,17 +526,17 @@ impl Parent {
 
     /// Refuses a document sealed to a retired pod key with an error that says so.
     fn check_not_retired(&self, header: &[u8]) -> Result<(), ApiError> {
-        if let Ok(Some((h, _))) = pod_protocol::envelope::read_header(header) {
-            if self.retired.contains(h.recipient()) {
-                return Err(ApiError::Refused {
-                    code: "retired_pod_key".into(),
-                    message: format!(
-                        "This document is sealed to pod key {}, which was retired by a key rotation; it was not \
+        if let Ok(Some((h, _))) = pod_protocol::envelope::read_header(header)
+            && self.retired.contains(h.recipient())
+        {
+            return Err(ApiError::Refused {
+                code: "retired_pod_key".into(),
+                message: format!(
+                    "This document is sealed to pod key {}, which was retired by a key rotation; it was not \
                          rotated. Ask the operator for the rotated copy.",
-                        hex::encode(h.recipient())
-                    ),
-                });
-            }
+                    hex::encode(h.recipient())
+                ),
+            });
         }
         Ok(())
     }
@@ -644,7 +653,11 @@ impl Parent {
             let reply = self.enclave.call(kind::UNSEAL_NEXT, &body).await?;
             if reply.kind != kind::OK {
                 let (code, message) = reply.code_message();
-                tracing::error!(code, message, "the successor pod key of the rotation in progress did not load");
+                tracing::error!(
+                    code,
+                    message,
+                    "the successor pod key of the rotation in progress did not load"
+                );
             }
         }
         self.health().await
@@ -799,8 +812,11 @@ impl Parent {
         header: &[u8],
     ) -> Result<Conversation, ApiError> {
         self.check_not_retired(header)?;
-        self.begin(kind::RE_ENCRYPT, &link::encode_bytes_list(&[request, header]))
-            .await
+        self.begin(
+            kind::RE_ENCRYPT,
+            &link::encode_bytes_list(&[request, header]),
+        )
+        .await
     }
 
     /// Starts moving one stored document (its prefix and header) to the successor key: decision, durable audit
@@ -1040,10 +1056,10 @@ fn audit_writer(
                 }
                 failing = true;
                 for s in &seqs {
-                    if let Some((_, reply)) = waiting.get_mut(s) {
-                        if let Some(r) = reply.take() {
-                            let _ = r.send(Err(e.clone()));
-                        }
+                    if let Some((_, reply)) = waiting.get_mut(s)
+                        && let Some(r) = reply.take()
+                    {
+                        let _ = r.send(Err(e.clone()));
                     }
                 }
             }

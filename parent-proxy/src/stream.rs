@@ -73,14 +73,24 @@ pub async fn re_encrypt(
     let conversation = tokio::spawn(async move { p.begin_re_encrypt(&token, &header).await })
         .await
         .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))??;
-    Ok(respond(parent, conversation, body, buf, false, "x-pod-receipt"))
+    Ok(respond(
+        parent,
+        conversation,
+        body,
+        buf,
+        false,
+        "x-pod-receipt",
+    ))
 }
 
 /// `POST /pod/rotate/stream` (`x-pod-rotation-mode: rewrap | re-encrypt`): moves one stored document to the
 /// successor pod key. The answer carries the signed rotation item in `x-pod-rotation-item`. In rewrap mode the
 /// body does not change: the client may send only the prefix and header and keep its body, and whatever body it
 /// does send comes back unchanged after the new header.
-pub async fn rotate(parent: Arc<Parent>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub async fn rotate(
+    parent: Arc<Parent>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let mode = match req
         .headers()
         .get("x-pod-rotation-mode")
@@ -114,7 +124,7 @@ pub async fn rotate(parent: Arc<Parent>, req: Request<Incoming>) -> Result<Respo
 /// Reads the document's prefix and header (at most 2 KiB after the prefix) into `buf` and splits them off.
 async fn read_header(body: &mut Incoming, buf: &mut Vec<u8>) -> Result<Vec<u8>, ApiError> {
     let header_end = loop {
-        match pod_protocol::envelope::read_header(&buf) {
+        match pod_protocol::envelope::read_header(buf) {
             Ok(Some((_, end))) => break end,
             Ok(None) => {
                 if buf.len()
@@ -153,7 +163,12 @@ fn respond(
         if passthrough {
             parent.finish(conversation);
             loop {
-                if !buf.is_empty() && tx.send(Ok(Bytes::from(std::mem::take(&mut buf)))).await.is_err() {
+                if !buf.is_empty()
+                    && tx
+                        .send(Ok(Bytes::from(std::mem::take(&mut buf))))
+                        .await
+                        .is_err()
+                {
                     return;
                 }
                 match fill(&mut body, &mut buf).await {

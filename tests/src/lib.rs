@@ -395,6 +395,8 @@ pub mod local {
         pub state: std::path::PathBuf,
         /// Its URL.
         pub url: String,
+        /// The extra environment it was started with (kept for restarts).
+        env: Vec<(String, String)>,
     }
 
     impl Drop for LocalPod {
@@ -463,15 +465,22 @@ pub mod local {
             _dir: dir,
             state,
             url,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }
     }
 
-    fn spawn(state: &std::path::Path, env: &[(&str, &str)]) -> (Child, String) {
+    fn spawn<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        state: &std::path::Path,
+        env: &[(K, V)],
+    ) -> (Child, String) {
         // Its own process group, so a test can kill the proxy and the services it started at once, as a power cut
         // or the OOM killer would.
         let mut child = Command::new(crate::bin("pod-proxy"))
             .args(["local", "--listen", "127.0.0.1:0", "--state-dir"])
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg(state)
             .process_group(0)
             .stdout(Stdio::piped())
@@ -498,7 +507,7 @@ pub mod local {
         /// Stops the pod and starts it again on the same state directory (a new port).
         pub fn restart(&mut self) {
             stop(&mut self.child);
-            let (child, url) = spawn(&self.state, &[]);
+            let (child, url) = spawn(&self.state, &self.env);
             self.child = child;
             self.url = url;
         }
@@ -508,7 +517,7 @@ pub mod local {
         pub fn restart_with(&mut self, between: impl FnOnce()) {
             stop(&mut self.child);
             between();
-            let (child, url) = spawn(&self.state, &[]);
+            let (child, url) = spawn(&self.state, &self.env);
             self.child = child;
             self.url = url;
         }
@@ -520,7 +529,7 @@ pub mod local {
                 .args(["-KILL", "--", &format!("-{}", self.child.id())])
                 .status();
             let _ = self.child.wait();
-            let (child, url) = spawn(&self.state, &[]);
+            let (child, url) = spawn(&self.state, &self.env);
             self.child = child;
             self.url = url;
         }

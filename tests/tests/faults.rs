@@ -140,14 +140,13 @@ async fn kms_unavailable_at_boot_is_reported_and_the_pod_recovers_when_it_return
     // Health explains while KMS is away.
     let mut explained = false;
     for _ in 0..100 {
-        if let Ok((_, h)) = client.call("GET", "/pod/health", None).await {
-            if h["sealed_reason"]
+        if let Ok((_, h)) = client.call("GET", "/pod/health", None).await
+            && h["sealed_reason"]
                 .as_str()
                 .is_some_and(|r| r.contains("unreachable"))
-            {
-                explained = true;
-                break;
-            }
+        {
+            explained = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -171,11 +170,11 @@ async fn kms_unavailable_at_boot_is_reported_and_the_pod_recovers_when_it_return
     );
     let mut ready = false;
     for _ in 0..300 {
-        if let Ok((200, h)) = client.call("GET", "/pod/health", None).await {
-            if h["status"] == "ready" {
-                ready = true;
-                break;
-            }
+        if let Ok((200, h)) = client.call("GET", "/pod/health", None).await
+            && h["status"] == "ready"
+        {
+            ready = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

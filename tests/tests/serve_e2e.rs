@@ -31,10 +31,10 @@ fn setup(d: &Path, pcr0: Option<String>) -> (Vec<Proc>, String) {
 
 async fn wait_health(client: &Client) -> serde_json::Value {
     for _ in 0..100 {
-        if let Ok((_, h)) = client.call("GET", "/pod/health", None).await {
-            if h["status"] == "ready" || h["sealed_reason"].is_string() {
-                return h;
-            }
+        if let Ok((_, h)) = client.call("GET", "/pod/health", None).await
+            && (h["status"] == "ready" || h["sealed_reason"].is_string())
+        {
+            return h;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

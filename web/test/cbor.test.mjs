@@ -31,3 +31,11 @@ test('refuses what the spec refuses', () => {
   let deep = '81'.repeat(40) + '00';
   assert.throws(() => decode(hex(deep)), /deep/);
 });
+
+test('invalid UTF-8 is a CborError, and byte strings never share memory with a Buffer', () => {
+  assert.throws(() => decode(Uint8Array.of(0x61, 0xff)), CborError);
+  const input = Buffer.from([0x42, 1, 2]);
+  const out = decode(input);
+  input[1] = 9;
+  assert.deepEqual([...out], [1, 2]);
+});

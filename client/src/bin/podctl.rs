@@ -98,6 +98,9 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Rotate the pod key (operators, on the parent instance): prepare, move every document, certify, verify.
+    #[command(subcommand)]
+    Rotate(RotateCommand),
     /// Print the KMS key policy for the published PCR file (for `aws kms create-key --policy file://...`).
     Policy {
         /// The role of the parent instance (the enclave's KMS calls are signed with its credentials).
@@ -143,6 +146,49 @@ struct MemberArgs {
     /// Make (or unmake, with revoke) the user an admin.
     #[arg(long)]
     admin: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RotateCommand {
+    /// Load the successor pod key into the running (old) pod: generated there under a new KMS key, or an existing
+    /// sealed key made by the new pod. Local mode makes the KMS key itself when neither is given.
+    Prepare {
+        /// The KMS key (with the new key policy, `podctl policy`) to generate the successor under.
+        #[arg(long, value_name = "ID", conflicts_with = "sealed_key")]
+        kms_key_id: Option<String>,
+        /// A sealed successor key (the new pod's `sealed-pod-key.json`), loaded through KMS.
+        #[arg(long, value_name = "FILE")]
+        sealed_key: Option<PathBuf>,
+    },
+    /// Move every sealed document under a directory to the successor key, in place. Resumable: run it again after
+    /// an interruption and it finishes where it stopped; documents already moved are skipped.
+    Run {
+        /// The directory of sealed documents (searched recursively; other files are reported and left alone).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// `rewrap`: the routine rotation, the document keys are rewrapped and the content is unchanged.
+        /// `re-encrypt`: after a compromise, fresh document keys and the content encrypted again.
+        #[arg(long, value_parser = ["rewrap", "re-encrypt"])]
+        mode: String,
+        /// The journal that makes the job resumable and the certificate possible.
+        #[arg(long, value_name = "FILE", default_value = "rotation-journal.jsonl")]
+        journal: PathBuf,
+        /// Where to write the signed rotation certificate once every document is moved.
+        #[arg(long, value_name = "FILE", default_value = "rotation-certificate.cbor")]
+        certificate: PathBuf,
+    },
+    /// Verify a rotation certificate: every item signed by the old pod, the Merkle root, the signature.
+    Verify {
+        /// The certificate file.
+        #[arg(value_name = "FILE")]
+        certificate: PathBuf,
+        /// The old pod key's fingerprint (hex) the certificate must be from.
+        #[arg(long, value_name = "HEX")]
+        old_pod: Option<String>,
+        /// Also check that every sealed document in this directory is named by the certificate.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -326,6 +372,125 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 input.display(),
                 out.display()
             );
+        }
+        Command::Rotate(RotateCommand::Prepare {
+            kms_key_id,
+            sealed_key,
+        }) => {
+            let c = client(&cli.pod)?;
+            let sealed = sealed_key
+                .map(|p| -> anyhow::Result<serde_json::Value> {
+                    Ok(serde_json::from_str(&read(&p, "--sealed-key")?)?)
+                })
+                .transpose()?;
+            let fpr = c.prepare_rotation(kms_key_id.as_deref(), sealed).await?;
+            println!(
+                "successor pod key {fpr} loaded; next: podctl rotate run --dir DIR --mode rewrap|re-encrypt"
+            );
+        }
+        Command::Rotate(RotateCommand::Run {
+            dir,
+            mode,
+            journal,
+            certificate,
+        }) => {
+            let mode = if mode == "rewrap" {
+                pod_protocol::rotation::Mode::Rewrap
+            } else {
+                pod_protocol::rotation::Mode::ReEncrypt
+            };
+            let c = client(&cli.pod)?;
+            let started = std::time::Instant::now();
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let mut last_print = std::time::Instant::now();
+            let mut progress = |done: u64, total: u64| {
+                // A bar on a terminal; a line every ~2 s otherwise (logs of a long job).
+                let every = if tty { 100 } else { 2000 };
+                if done < total && last_print.elapsed().as_millis() < every {
+                    return;
+                }
+                last_print = std::time::Instant::now();
+                let width = 30u64;
+                let filled = (done * width).checked_div(total).unwrap_or(width);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                let eta = (total - done) as f64 / rate.max(0.001);
+                let line = format!(
+                    "[{}{}] {done}/{total} documents, {rate:.0}/s, about {eta:.0} s left",
+                    "#".repeat(filled as usize),
+                    ".".repeat((width - filled) as usize)
+                );
+                if tty {
+                    eprint!("\r{line}");
+                    if done >= total {
+                        eprintln!();
+                    }
+                } else {
+                    eprintln!("{line}");
+                }
+            };
+            let report = c.rotate_dir(&dir, mode, &journal, &mut progress).await?;
+            for (p, why) in &report.skipped {
+                eprintln!("not moved {}: {why}", p.display());
+            }
+            for p in &report.ignored {
+                eprintln!("ignored {} (not a sealed document)", p.display());
+            }
+            println!(
+                "moved {} documents ({} already moved, {} interrupted moves finished, {} not moved, {} other files) in {:.1} s",
+                report.rotated,
+                report.already,
+                report.resumed,
+                report.skipped.len(),
+                report.ignored.len(),
+                started.elapsed().as_secs_f64()
+            );
+            let (file, cert) = c.certify_rotation(&dir, &journal).await?;
+            std::fs::write(&certificate, &file)
+                .with_context(|| format!("writing {}", certificate.display()))?;
+            println!(
+                "rotation certificate: {} documents, {} → {}, Merkle root {} → {}",
+                cert.count,
+                hex::encode(cert.old_pod),
+                hex::encode(cert.new_pod),
+                hex::encode(cert.root),
+                certificate.display()
+            );
+            if !report.skipped.is_empty() {
+                bail!(
+                    "{} files were not moved (listed above)",
+                    report.skipped.len()
+                );
+            }
+        }
+        Command::Rotate(RotateCommand::Verify {
+            certificate,
+            old_pod,
+            dir,
+        }) => {
+            let bytes = std::fs::read(&certificate)
+                .with_context(|| format!("reading {}", certificate.display()))?;
+            let old = old_pod
+                .map(|h| {
+                    hex::decode(h.trim())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .context("--old-pod is not a fingerprint (64 hex digits)")
+                })
+                .transpose()?;
+            let (c, items) =
+                pod_client::rotate::verify_certificate(&bytes, old.as_ref(), dir.as_deref())?;
+            println!(
+                "rotation certificate verified: {} documents ({:?}), {} → {}, root {}, receipt key {}",
+                items.len(),
+                c.mode,
+                hex::encode(c.old_pod),
+                hex::encode(c.new_pod),
+                hex::encode(c.root),
+                hex::encode(pod_protocol::keys::fingerprint(&c.old_receipt_spki))
+            );
+            if dir.is_some() {
+                println!("every sealed document in the directory is named by the certificate");
+            }
         }
         Command::Policy {
             role_arn,

@@ -139,7 +139,7 @@ async fn main() {
             while Instant::now() < deadline {
                 n += 1;
                 // One client in 16 changes membership now and then: grant or revoke the outsider.
-                if i % 16 == 0 && n % 8 == 0 {
+                if i % 16 == 0 && n.is_multiple_of(8) {
                     let mut log = log.lock().await;
                     let room = pod_protocol::membership::Room::replay(&*log).unwrap();
                     let (action, subject) = if room.member(outsider.bundle.id()).is_some() {
@@ -160,7 +160,7 @@ async fn main() {
                     continue;
                 }
                 // One request in 10 is by the outsider (refused while revoked); the rest by the member.
-                let user = if n % 10 == 0 { &outsider } else { &member };
+                let user = if n.is_multiple_of(10) { &outsider } else { &member };
                 let token = fixtures::request(user, &id, &header, &key).unwrap();
                 let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", b64(&user.bundle.encryption_key().to_spki_der()));
                 let body = json!({"encrypted_blob": b64(&sealed), "user_public_key": pem, "auth_token": b64(token.as_bytes())});

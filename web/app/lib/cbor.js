@@ -112,14 +112,20 @@ class Reader {
       case 2: {
         const n = this.length(info);
         this.need(n);
-        const out = this.b.slice(this.pos, this.pos + n);
+        // Uint8Array.prototype.slice copies even for a Node Buffer (whose own slice would share memory).
+        const out = Uint8Array.prototype.slice.call(this.b, this.pos, this.pos + n);
         this.pos += n;
         return out;
       }
       case 3: {
         const n = this.length(info);
         this.need(n);
-        const text = new TextDecoder('utf-8', { fatal: true }).decode(this.b.subarray(this.pos, this.pos + n));
+        let text;
+        try {
+          text = new TextDecoder('utf-8', { fatal: true }).decode(this.b.subarray(this.pos, this.pos + n));
+        } catch {
+          throw new CborError('text string is not valid UTF-8');
+        }
         this.pos += n;
         return text;
       }

@@ -1,0 +1,535 @@
+//! The rotation batch job: moves every sealed document in a directory to the pod's successor key, through the old
+//! pod (which holds both keys), then asks it for the signed rotation certificate.
+//!
+//! # Resumable and idempotent
+//!
+//! Each document goes through three steps, in this order, each durable before the next:
+//!
+//! 1. the pod's answer (the moved document) is written to `NAME.rotating` and synced;
+//! 2. a line naming the document, its old and new header hashes and the pod's signed item is appended to the
+//!    journal and synced;
+//! 3. `NAME.rotating` is renamed over `NAME`.
+//!
+//! Killed anywhere, a second run finds each document either still sealed to the old key (it finishes a step-3 rename
+//! whose journal line exists, or rotates the document again: the newest journal line for a path wins) or sealed to
+//! the new key with its journal line present (skipped). Nothing is rotated twice into an unknown state, and the
+//! certificate is built from the journal, so it names exactly the documents on disk.
+
+use crate::{ClientError, PodClient, VerifiedPod, b64, https, refused, unb64};
+use base64::Engine as _;
+use pod_protocol::envelope;
+use pod_protocol::keys::HASH_LEN;
+use pod_protocol::rotation::{self, Mode, SignedItem};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Largest number of documents one certificate may name (bounds what `verify` reads before checking).
+pub const MAX_DOCUMENTS: u64 = 10_000_000;
+
+/// One journal line.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct JournalLine {
+    /// Path relative to the directory.
+    path: String,
+    /// Hex header hash before.
+    old: String,
+    /// Hex header hash after.
+    new: String,
+    /// The signed item, base64.
+    item: String,
+}
+
+/// The journal's first line: what rotation it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct JournalHead {
+    old_pod: String,
+    new_pod: String,
+    mode: String,
+    receipt_key: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Documents moved in this run.
+    pub rotated: u64,
+    /// Documents found already moved (a previous run).
+    pub already: u64,
+    /// Interrupted renames completed.
+    pub resumed: u64,
+    /// Sealed documents not moved because they are sealed to another pod key (a failure of the job).
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Files that are not sealed documents, left alone.
+    pub ignored: Vec<PathBuf>,
+    /// Bytes of documents processed.
+    pub bytes: u64,
+}
+
+/// Progress callback: `(documents done, documents in all)`.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+fn local(path: &Path, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Local(format!("{}: {e}", path.display()))
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Rewrap => "rewrap",
+        Mode::ReEncrypt => "re-encrypt",
+    }
+}
+
+/// Every regular file under `dir` (recursively), sorted, except interrupted `.rotating` outputs.
+fn list_documents(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(|e| local(&d, e))? {
+            let entry = entry.map_err(|e| local(&d, e))?;
+            let path = entry.path();
+            let t = entry.file_type().map_err(|e| local(&path, e))?;
+            if t.is_dir() {
+                stack.push(path);
+            } else if t.is_file() && path.extension().is_none_or(|e| e != "rotating") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads the prefix and header of the document at `path`; `None` if it is not a sealed document.
+fn read_head(path: &Path) -> Result<Option<(envelope::Header, usize)>, ClientError> {
+    let mut f = std::fs::File::open(path).map_err(|e| local(path, e))?;
+    let mut buf = vec![0u8; envelope::PREFIX_LEN + envelope::MAX_HEADER_LEN];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(buf.get_mut(n..).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(local(path, e)),
+        }
+    }
+    buf.truncate(n);
+    Ok(envelope::read_header(&buf).ok().flatten())
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: makes the rename durable on filesystems that need it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    /// The newest line per document path.
+    lines: BTreeMap<String, JournalLine>,
+}
+
+impl Journal {
+    fn open(path: &Path, head: &JournalHead) -> Result<Self, ClientError> {
+        let mut lines = BTreeMap::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let mut it = text.lines();
+                let first: JournalHead = it
+                    .next()
+                    .and_then(|l| serde_json::from_str(l).ok())
+                    .ok_or_else(|| local(path, "not a rotation journal"))?;
+                if &first != head {
+                    return Err(ClientError::Local(format!(
+                        "{} belongs to another rotation ({} → {}, {}); finish or move it first",
+                        path.display(),
+                        first.old_pod,
+                        first.new_pod,
+                        first.mode
+                    )));
+                }
+                for l in it {
+                    // A torn last line (killed mid-write) is ignored: its rename never happened.
+                    if let Ok(line) = serde_json::from_str::<JournalLine>(l) {
+                        lines.insert(line.path.clone(), line);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let text = format!(
+                    "{}\n",
+                    serde_json::to_string(head).map_err(|e| local(path, e))?
+                );
+                std::fs::write(path, text).map_err(|e| local(path, e))?;
+            }
+            Err(e) => return Err(local(path, e)),
+        }
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| local(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            lines,
+        })
+    }
+
+    fn append(&mut self, line: JournalLine) -> Result<(), ClientError> {
+        let mut text = serde_json::to_string(&line).map_err(|e| local(&self.path, e))?;
+        text.push('\n');
+        // A torn line from an earlier crash must not swallow this one.
+        self.file
+            .write_all(b"\n")
+            .and_then(|()| self.file.write_all(text.as_bytes()))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| local(&self.path, e))?;
+        self.lines.insert(line.path.clone(), line);
+        Ok(())
+    }
+}
+
+impl PodClient {
+    /// The successor key's fingerprint, if a rotation is prepared (from `/pod/health`).
+    pub async fn next_key(&self) -> Result<Option<[u8; HASH_LEN]>, ClientError> {
+        let v = self.call("GET", "/pod/health", None).await?;
+        Ok(v.get("next_key_fingerprint")
+            .and_then(Value::as_str)
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; HASH_LEN]>::try_from(b).ok()))
+    }
+
+    /// Asks the pod to load a successor key: generated under `kms_key_id` (`None`: local mode makes a KMS key),
+    /// or `sealed_key` (the JSON the other pod stored) loaded through KMS. Returns the successor's fingerprint.
+    pub async fn prepare_rotation(
+        &self,
+        kms_key_id: Option<&str>,
+        sealed_key: Option<Value>,
+    ) -> Result<String, ClientError> {
+        self.attest().await?;
+        let body = match (sealed_key, kms_key_id) {
+            (Some(k), _) => json!({ "sealed_key": k }),
+            (None, Some(id)) => json!({ "kms_key_id": id }),
+            (None, None) => json!({}),
+        };
+        let v = self
+            .call("POST", "/admin/rotation/prepare", Some(&body))
+            .await?;
+        v.get("next_key_fingerprint")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::Integrity("no next_key_fingerprint".into()))
+    }
+
+    /// Moves one document: returns the signed item (checked) and writes the moved document to `out`.
+    async fn rotate_one(
+        &self,
+        pod: &VerifiedPod,
+        next: &[u8; HASH_LEN],
+        mode: Mode,
+        input: &Path,
+        head: &(envelope::Header, usize),
+        out: &Path,
+    ) -> Result<SignedItem, ClientError> {
+        let (old_header, body_start) = head;
+        let mut file = std::fs::File::open(input).map_err(|e| local(input, e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let send_body = mode == Mode::ReEncrypt;
+        let header_len = *body_start;
+        let input_path = input.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut head = vec![0u8; header_len];
+            file.read_exact(&mut head)
+                .map_err(|e| format!("{}: {e}", input_path.display()))?;
+            if tx.blocking_send(head).is_err() {
+                return Ok(());
+            }
+            if !send_body {
+                // A rewrap changes only the header; the body stays here.
+                return Ok(());
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        if tx
+                            .blocking_send(buf.get(..n).unwrap_or_default().to_vec())
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => return Err(format!("{}: {e}", input_path.display())),
+                }
+            }
+        });
+        let mut tmp = std::fs::File::create(out).map_err(|e| local(out, e))?;
+        let mut write_err: Option<String> = None;
+        let result = https::stream(
+            &self.http,
+            "/pod/rotate/stream",
+            &[("x-pod-rotation-mode", mode_name(mode).to_owned())],
+            rx,
+            |data| {
+                tmp.write_all(data).map_err(|e| {
+                    let m = format!("{}: {e}", out.display());
+                    write_err = Some(m.clone());
+                    m
+                })
+            },
+        )
+        .await;
+        reader
+            .await
+            .map_err(|e| ClientError::Local(e.to_string()))?
+            .map_err(ClientError::Local)?;
+        if let Some(e) = write_err {
+            return Err(ClientError::Local(e));
+        }
+        let (status, headers, error_body) = result.map_err(|e| ClientError::Unreachable {
+            url: self.url.clone(),
+            detail: e.to_string(),
+        })?;
+        if status != 200 {
+            let v: Value = serde_json::from_slice(&error_body).unwrap_or_default();
+            return Err(refused(status, &v));
+        }
+        if mode == Mode::Rewrap {
+            // The new header, then the unchanged body from the original.
+            let mut f = std::fs::File::open(input).map_err(|e| local(input, e))?;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(*body_start as u64))
+                .map_err(|e| local(input, e))?;
+            std::io::copy(&mut f, &mut tmp).map_err(|e| local(out, e))?;
+        }
+        tmp.sync_all().map_err(|e| local(out, e))?;
+        drop(tmp);
+        let item_b64 = headers
+            .get("x-pod-rotation-item")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ClientError::Integrity("no rotation item".into()))?;
+        let item_bytes = base64::engine::general_purpose::STANDARD
+            .decode(item_b64)
+            .map_err(|_| ClientError::Integrity("rotation item not base64".into()))?;
+        let item = SignedItem::parse_verified(&item_bytes, &pod.receipt_key).map_err(|_| {
+            ClientError::Integrity("the rotation item is not signed by the attested pod".into())
+        })?;
+        let (new_header, _) = read_head(out)?
+            .ok_or_else(|| ClientError::Integrity("the moved document has no header".into()))?;
+        let i = item.item();
+        if i.mode != mode
+            || i.new_pod != *next
+            || i.old_header_hash != old_header.hash()
+            || i.new_header_hash != new_header.hash()
+            || new_header.recipient() != next
+            || new_header.room() != old_header.room()
+            || new_header.doc() != old_header.doc()
+        {
+            return Err(ClientError::Integrity(
+                "the moved document or its item does not match the request".into(),
+            ));
+        }
+        Ok(item)
+    }
+
+    /// Moves every sealed document under `dir` to the prepared successor key, resumably (see the module
+    /// documentation), recording each in `journal`. Calls `progress` after each document.
+    pub async fn rotate_dir(
+        &self,
+        dir: &Path,
+        mode: Mode,
+        journal: &Path,
+        progress: Progress<'_>,
+    ) -> Result<RunReport, ClientError> {
+        let pod = self.attest().await?;
+        let next = self.next_key().await?.ok_or_else(|| {
+            ClientError::Local(
+                "the pod has no successor key loaded: run `podctl rotate prepare` first".into(),
+            )
+        })?;
+        let head = JournalHead {
+            old_pod: hex::encode(pod.fingerprint),
+            new_pod: hex::encode(next),
+            mode: mode_name(mode).to_owned(),
+            receipt_key: b64(&pod.receipt_key.to_spki_der()),
+        };
+        let mut journal = Journal::open(journal, &head)?;
+        let files = list_documents(dir)?;
+        let total = files.len() as u64;
+        let mut report = RunReport::default();
+        for (n, path) in files.iter().enumerate() {
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned();
+            let tmp = path.with_extension(match path.extension() {
+                Some(e) => format!("{}.rotating", e.to_string_lossy()),
+                None => "rotating".into(),
+            });
+            let Some(h) = read_head(path)? else {
+                report.ignored.push(path.clone());
+                progress(n as u64 + 1, total);
+                continue;
+            };
+            report.bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let recorded = journal.lines.get(&rel).cloned();
+            if h.0.recipient() == &next {
+                match recorded {
+                    Some(l) if l.new == hex::encode(h.0.hash()) => report.already += 1,
+                    _ => {
+                        return Err(ClientError::Local(format!(
+                            "{} is sealed to the new key but the journal {} has no line for it; was the journal \
+                             replaced? Restore it, or rotate into a fresh directory",
+                            path.display(),
+                            journal.path.display()
+                        )));
+                    }
+                }
+                progress(n as u64 + 1, total);
+                continue;
+            }
+            if h.0.recipient() != &pod.fingerprint {
+                report.skipped.push((
+                    path.clone(),
+                    format!(
+                        "sealed to another pod key ({})",
+                        hex::encode(h.0.recipient())
+                    ),
+                ));
+                progress(n as u64 + 1, total);
+                continue;
+            }
+            // An interrupted run may have left the moved document and its journal line: finish the rename.
+            if let (Some(l), Ok(Some(t))) = (&recorded, read_head(&tmp))
+                && l.old == hex::encode(h.0.hash())
+                && l.new == hex::encode(t.0.hash())
+            {
+                std::fs::rename(&tmp, path).map_err(|e| local(path, e))?;
+                sync_dir(path.parent().unwrap_or(dir));
+                report.resumed += 1;
+                progress(n as u64 + 1, total);
+                continue;
+            }
+            let item = self.rotate_one(&pod, &next, mode, path, &h, &tmp).await?;
+            journal.append(JournalLine {
+                path: rel,
+                old: hex::encode(item.item().old_header_hash),
+                new: hex::encode(item.item().new_header_hash),
+                item: b64(item.as_bytes()),
+            })?;
+            std::fs::rename(&tmp, path).map_err(|e| local(path, e))?;
+            sync_dir(path.parent().unwrap_or(dir));
+            report.rotated += 1;
+            progress(n as u64 + 1, total);
+        }
+        Ok(report)
+    }
+
+    /// Builds the certificate from the journal: the newest item of every document now sealed to the new key,
+    /// sorted by old header hash, signed by the pod, checked here against the attested receipt key. Returns the
+    /// certificate file's bytes (`[certificate, [items]]`).
+    pub async fn certify_rotation(
+        &self,
+        dir: &Path,
+        journal: &Path,
+    ) -> Result<(Vec<u8>, rotation::Certificate), ClientError> {
+        let pod = self.attest().await?;
+        let text = std::fs::read_to_string(journal).map_err(|e| local(journal, e))?;
+        let mut it = text.lines();
+        let head: JournalHead = it
+            .next()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| local(journal, "not a rotation journal"))?;
+        if head.old_pod != hex::encode(pod.fingerprint) {
+            return Err(ClientError::Local(format!(
+                "the journal is for pod key {}, this pod is {}",
+                head.old_pod,
+                hex::encode(pod.fingerprint)
+            )));
+        }
+        let mode = match head.mode.as_str() {
+            "rewrap" => Mode::Rewrap,
+            _ => Mode::ReEncrypt,
+        };
+        let mut newest: BTreeMap<String, JournalLine> = BTreeMap::new();
+        for l in it {
+            if let Ok(line) = serde_json::from_str::<JournalLine>(l) {
+                newest.insert(line.path.clone(), line);
+            }
+        }
+        let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (rel, line) in &newest {
+            let path = dir.join(rel);
+            let on_disk = read_head(&path)?.map(|(h, _)| hex::encode(h.hash()));
+            if on_disk.as_deref() != Some(line.new.as_str()) {
+                return Err(ClientError::Local(format!(
+                    "{} is not the document the journal recorded; run `podctl rotate run` again to finish",
+                    path.display()
+                )));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&line.item)
+                .map_err(|_| local(journal, "an item is not base64"))?;
+            let old = hex::decode(&line.old).map_err(|_| local(journal, "bad hash"))?;
+            items.push((old, bytes));
+        }
+        items.sort();
+        let list: Vec<Vec<u8>> = items.into_iter().map(|(_, b)| b).collect();
+        let body = json!({
+            "mode": mode_name(mode),
+            "items": list.iter().map(|b| b64(b)).collect::<Vec<_>>(),
+        });
+        let v = self
+            .call("POST", "/admin/rotation/certify", Some(&body))
+            .await?;
+        let cert = unb64(&v, "certificate")?;
+        let file = rotation::encode_certificate_file(&cert, &list);
+        let (c, _) = rotation::verify_certificate_file(&file, MAX_DOCUMENTS)
+            .map_err(|e| ClientError::Integrity(format!("the certificate: {e}")))?;
+        if c.old_receipt_spki != pod.receipt_key.to_spki_der() || c.old_pod != pod.fingerprint {
+            return Err(ClientError::Integrity(
+                "the certificate is not by the attested pod".into(),
+            ));
+        }
+        Ok((file, c))
+    }
+}
+
+/// Checks a certificate file; with `old_pod`, that it was made by that pod key; with `dir`, that every sealed
+/// document there is one the certificate names as moved (its header hash is an item's new header hash).
+pub fn verify_certificate(
+    bytes: &[u8],
+    old_pod: Option<&[u8; HASH_LEN]>,
+    dir: Option<&Path>,
+) -> Result<(rotation::Certificate, Vec<rotation::Item>), ClientError> {
+    let (c, items) = rotation::verify_certificate_file(bytes, MAX_DOCUMENTS).map_err(|e| {
+        ClientError::Integrity(format!("the rotation certificate does not verify: {e}"))
+    })?;
+    if let Some(o) = old_pod
+        && &c.old_pod != o
+    {
+        return Err(ClientError::Integrity(format!(
+            "the certificate is by pod key {}, not {}",
+            hex::encode(c.old_pod),
+            hex::encode(o)
+        )));
+    }
+    if let Some(dir) = dir {
+        let named: std::collections::HashSet<[u8; HASH_LEN]> =
+            items.iter().map(|i| i.new_header_hash).collect();
+        for path in list_documents(dir)? {
+            if let Some((h, _)) = read_head(&path)?
+                && !named.contains(&h.hash())
+            {
+                return Err(ClientError::Integrity(format!(
+                    "{} is not named by the certificate (not rotated, or changed since)",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok((c, items))
+}

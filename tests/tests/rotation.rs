@@ -1,0 +1,414 @@
+//! Pod key rotation end to end, with the real binaries: 1,000 sealed documents move to a successor key (the job is
+//! killed half-way and resumed), the certificate verifies and a tampered one does not, the old key is retired,
+//! every document opens through the new key and none through the old; then a compromise rotation re-encrypts
+//! every document under a fresh document key.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use pod_client::{ClientError, PodClient};
+use pod_protocol::envelope::{self, Kind};
+use pod_protocol::keys::{EncryptionKey, UserSecrets};
+use pod_protocol::membership::Action;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DOCS: usize = 1000;
+
+fn podctl(work: &Path, state: &Path, url: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(pod_tests::bin("podctl"));
+    c.args(args)
+        .current_dir(work)
+        .env("POD_URL", url)
+        .env("POD_CACERT", state.join("tls/cert.pem"))
+        .env("POD_ROOT", state.join("mock-root.pem"))
+        .env("POD_PCRS", state.join("pcrs.json"));
+    c
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn client(pod: &pod_tests::local::LocalPod) -> PodClient {
+    let s = &pod.state;
+    PodClient::new(
+        &pod.url,
+        Some(&std::fs::read_to_string(s.join("tls/cert.pem")).unwrap()),
+        Some(&std::fs::read_to_string(s.join("mock-root.pem")).unwrap()),
+        &std::fs::read_to_string(s.join("pcrs.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn plaintext(i: usize) -> Vec<u8> {
+    // Mostly small documents, every 97th one several chunks long.
+    let len = if i.is_multiple_of(97) {
+        200_000 + i
+    } else {
+        100 + (i * 37) % 3000
+    };
+    (0..len).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
+}
+
+fn doc_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("batch-{}", i % 4))
+        .join(format!("doc-{i:04}.spd"))
+}
+
+fn header_of(path: &Path) -> (envelope::Header, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let (h, start) = envelope::read_header(&bytes).unwrap().unwrap();
+    (h, bytes[start..].to_vec())
+}
+
+/// Opens every document through the pod, 16 at a time, and checks the plaintext.
+async fn open_all(c: &PodClient, user: &UserSecrets, dir: &Path) {
+    use futures_util::StreamExt as _;
+    let results: Vec<Result<(), String>> = futures_util::stream::iter(0..DOCS)
+        .map(|i| async move {
+            let sealed = std::fs::read(doc_path(dir, i)).unwrap();
+            match c.open(user, &sealed).await {
+                Ok(p) if p == plaintext(i) => Ok(()),
+                Ok(_) => Err(format!("doc {i}: wrong plaintext")),
+                Err(e) => Err(format!("doc {i}: {e}")),
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+}
+
+fn promote(state: &Path) {
+    let out = Command::new(pod_tests::bin("pod-proxy"))
+        .args(["promote", "--state-dir"])
+        .arg(state)
+        .output()
+        .unwrap();
+    ok(out, "pod-proxy promote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_retired() {
+    let mut pod = pod_tests::local::start_unbudgeted();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("documents");
+    let state = pod.state.clone();
+
+    // A room with a member, and 1,000 documents sealed to the verified pod key.
+    let c = client(&pod);
+    let k1 = c.attest().await.unwrap();
+    let owner = UserSecrets::generate().unwrap();
+    let member = UserSecrets::generate().unwrap();
+    let room = c.create_room(&owner).await.unwrap();
+    c.change(
+        &room,
+        &owner,
+        Action::Grant,
+        member.bundle.as_bytes().to_vec(),
+    )
+    .await
+    .unwrap();
+    for i in 0..DOCS {
+        let sealed = envelope::seal(
+            Kind::SealedToPod,
+            &room,
+            format!("doc-{i}").as_bytes(),
+            &EncryptionKey::HpkeP256(k1.pod_key.clone()),
+            &plaintext(i),
+        )
+        .unwrap();
+        let p = doc_path(&dir, i);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, sealed).unwrap();
+    }
+    std::fs::write(dir.join("README.txt"), "not a sealed document").unwrap();
+    let originals: Vec<(envelope::Header, Vec<u8>)> =
+        (0..DOCS).map(|i| header_of(&doc_path(&dir, i))).collect();
+    let keep_old = work.path().join("old-copy.spd");
+    std::fs::copy(doc_path(&dir, 5), &keep_old).unwrap();
+
+    // Running the job before a successor exists is refused with the next step named.
+    let out = podctl(
+        work.path(),
+        &state,
+        &pod.url,
+        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("podctl rotate prepare"));
+
+    // Prepare: local mode makes a KMS key for the successor, the enclave runs the ceremony under it.
+    let text = ok(
+        podctl(work.path(), &state, &pod.url, &["rotate", "prepare"])
+            .output()
+            .unwrap(),
+        "rotate prepare",
+    );
+    let k2_hex = text.split_whitespace().nth(3).unwrap().to_owned();
+    assert_eq!(k2_hex.len(), 64);
+    assert_ne!(k2_hex, hex::encode(k1.fingerprint));
+
+    // The job, killed once part of the documents has moved.
+    let journal = work.path().join("rotation-journal.jsonl");
+    let mut job = podctl(
+        work.path(),
+        &state,
+        &pod.url,
+        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&journal)
+            .map(|t| t.lines().filter(|l| !l.is_empty()).count())
+            .unwrap_or(0);
+        if lines > DOCS / 3 {
+            break;
+        }
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "the job ended before it could be interrupted"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the job made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    job.kill().unwrap();
+    job.wait().unwrap();
+    let moved_before = (0..DOCS)
+        .filter(|&i| hex::encode(header_of(&doc_path(&dir, i)).0.recipient()) == k2_hex)
+        .count();
+    assert!(
+        moved_before > 0 && moved_before < DOCS,
+        "killed half-way: {moved_before} moved"
+    );
+
+    // Resumed: finishes, skips what was done, writes and checks the certificate.
+    let text = ok(
+        podctl(
+            work.path(),
+            &state,
+            &pod.url,
+            &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
+        )
+        .output()
+        .unwrap(),
+        "rotate run (resumed)",
+    );
+    assert!(
+        text.contains("rotation certificate: 1000 documents"),
+        "{text}"
+    );
+    // Every document is sealed to the successor now; a rewrap kept each body byte for byte.
+    for (i, (old_h, old_body)) in originals.iter().enumerate() {
+        let (h, body) = header_of(&doc_path(&dir, i));
+        assert_eq!(hex::encode(h.recipient()), k2_hex, "doc {i}");
+        assert_eq!((h.room(), h.doc()), (old_h.room(), old_h.doc()));
+        assert_eq!(&body, old_body, "doc {i}: a rewrap keeps the body");
+    }
+    // A third run has nothing left to do.
+    let text = ok(
+        podctl(
+            work.path(),
+            &state,
+            &pod.url,
+            &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
+        )
+        .output()
+        .unwrap(),
+        "rotate run (idempotent)",
+    );
+    assert!(
+        text.contains("moved 0 documents (1000 already moved"),
+        "{text}"
+    );
+
+    // The certificate verifies, names every document, and any change to it is caught.
+    let k1_hex = hex::encode(k1.fingerprint);
+    let verify = |cert: &str| {
+        podctl(
+            work.path(),
+            &state,
+            &pod.url,
+            &[
+                "rotate",
+                "verify",
+                cert,
+                "--dir",
+                "documents",
+                "--old-pod",
+                &k1_hex,
+            ],
+        )
+        .output()
+        .unwrap()
+    };
+    let text = ok(verify("rotation-certificate.cbor"), "rotate verify");
+    assert!(text.contains("1000 documents"), "{text}");
+    let cert = std::fs::read(work.path().join("rotation-certificate.cbor")).unwrap();
+    for at in [3, cert.len() / 2, cert.len() - 70, cert.len() - 1] {
+        let mut bad = cert.clone();
+        bad[at] ^= 0x20;
+        std::fs::write(work.path().join("tampered.cbor"), &bad).unwrap();
+        assert!(
+            !verify("tampered.cbor").status.success(),
+            "a change at byte {at} went unnoticed"
+        );
+    }
+    let other = k2_hex.clone();
+    let out = podctl(
+        work.path(),
+        &state,
+        &pod.url,
+        &[
+            "rotate",
+            "verify",
+            "rotation-certificate.cbor",
+            "--old-pod",
+            &other,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "a certificate from another pod key must be refused"
+    );
+
+    // The old pod, still on the old key, opens none of the moved documents.
+    let sealed = std::fs::read(doc_path(&dir, 0)).unwrap();
+    match c.open(&member, &sealed).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, "sealed_to_another_pod_key"),
+        other => panic!("the old key opened a moved document: {other:?}"),
+    }
+
+    // Promote (proxy stopped), restart: the successor is the pod key, every document opens through it.
+    pod.restart_with(|| promote(&state));
+    let c = client(&pod);
+    let k2 = c.attest().await.unwrap();
+    assert_eq!(hex::encode(k2.fingerprint), k2_hex);
+    let t = Instant::now();
+    open_all(&c, &member, &dir).await;
+    eprintln!(
+        "opened {DOCS} rotated documents through the new key in {:?}",
+        t.elapsed()
+    );
+    // A copy still sealed to the retired key is refused, and says why.
+    match c.open(&member, &std::fs::read(&keep_old).unwrap()).await {
+        Err(ClientError::Refused { code, message, .. }) => {
+            assert_eq!(code, "retired_pod_key");
+            assert!(message.contains("retired"), "{message}");
+        }
+        other => panic!("a document sealed to the retired key was not refused: {other:?}"),
+    }
+    assert!(
+        state
+            .join("retired")
+            .join(&k1_hex)
+            .join("audit.log")
+            .exists()
+    );
+
+    // Compromise mode: fresh document keys; every body changes, every document still opens after promotion.
+    let before: Vec<(envelope::Header, Vec<u8>)> =
+        (0..DOCS).map(|i| header_of(&doc_path(&dir, i))).collect();
+    let text = ok(
+        podctl(work.path(), &state, &pod.url, &["rotate", "prepare"])
+            .output()
+            .unwrap(),
+        "prepare 2",
+    );
+    let k3_hex = text.split_whitespace().nth(3).unwrap().to_owned();
+    let text = ok(
+        podctl(
+            work.path(),
+            &state,
+            &pod.url,
+            &[
+                "rotate",
+                "run",
+                "--dir",
+                "documents",
+                "--mode",
+                "re-encrypt",
+                "--journal",
+                "j2.jsonl",
+                "--certificate",
+                "c2.cbor",
+            ],
+        )
+        .output()
+        .unwrap(),
+        "rotate run (re-encrypt)",
+    );
+    assert!(
+        text.contains("rotation certificate: 1000 documents"),
+        "{text}"
+    );
+    for (i, (old_h, old_body)) in before.iter().enumerate() {
+        let (h, body) = header_of(&doc_path(&dir, i));
+        assert_eq!(hex::encode(h.recipient()), k3_hex);
+        assert_ne!(
+            h.as_bytes(),
+            old_h.as_bytes(),
+            "doc {i}: the header must change"
+        );
+        // A new document key: no 16-byte block of the old body survives in the new one.
+        assert_eq!(body.len(), old_body.len());
+        let same = body
+            .chunks(16)
+            .zip(old_body.chunks(16))
+            .filter(|(a, b)| a == b)
+            .count();
+        assert_eq!(same, 0, "doc {i}: the body was not encrypted again");
+    }
+    ok(
+        podctl(
+            work.path(),
+            &state,
+            &pod.url,
+            &[
+                "rotate",
+                "verify",
+                "c2.cbor",
+                "--dir",
+                "documents",
+                "--old-pod",
+                &k2_hex,
+            ],
+        )
+        .output()
+        .unwrap(),
+        "rotate verify (re-encrypt)",
+    );
+    pod.restart_with(|| promote(&state));
+    let c = client(&pod);
+    assert_eq!(hex::encode(c.attest().await.unwrap().fingerprint), k3_hex);
+    open_all(&c, &member, &dir).await;
+}
