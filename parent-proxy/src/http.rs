@@ -12,6 +12,7 @@
 //! | `GET /audit?from=<n>` | | `{entries, next}` |
 //! | `GET /audit/checkpoint` | | `{checkpoint}` (signed by the pod's receipt key) |
 //! | `GET /metrics` | | Prometheus text |
+//! | `GET /app/…` | | the browser client (static files embedded in the binary; `GET /` redirects here) |
 //! | `POST /admin/rotation/prepare` | `{kms_key_id}` or `{sealed_key}` (or `{}` in local mode) | `{next_key_fingerprint, pod_spki, kms_key_id}` |
 //! | `POST /pod/rotate/stream` | a stored document (rewrap: its prefix and header suffice); header `x-pod-rotation-mode` | the moved document; header `x-pod-rotation-item` |
 //! | `POST /admin/rotation/certify` | `{mode, items}` (signed items, sorted) | `{certificate}` |
@@ -381,6 +382,9 @@ async fn handle(
             &json!({ "error": "admin_only", "message": "rotation routes answer only on the parent instance itself (loopback)" }),
         )));
     }
+    if method == Method::GET && (path == "/" || path == "/app" || path.starts_with("/app/")) {
+        return Ok(boxed(static_file(&path)));
+    }
     if method == Method::POST && path == "/pod/rotate/stream" {
         let response = match crate::stream::rotate(parent, req).await {
             Ok(r) => r,
@@ -422,6 +426,46 @@ async fn handle(
     tracing::info!(request_id = id, %method, path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
+}
+
+/// The browser client's files, with headers that keep the page to its own origin.
+fn static_file(path: &str) -> Response<Full<Bytes>> {
+    let rel = path.strip_prefix("/app/");
+    let Some((bytes, content_type)) = rel.and_then(crate::webapp::get) else {
+        if rel.is_none() {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            r.headers_mut().insert(
+                hyper::header::LOCATION,
+                hyper::header::HeaderValue::from_static("/app/"),
+            );
+            return r;
+        }
+        return error_response(&ApiError::NotFound(format!("no file {path}")));
+    };
+    let mut r = Response::new(Full::new(Bytes::from_static(bytes)));
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        "content-security-policy",
+        hyper::header::HeaderValue::from_static(crate::webapp::CSP),
+    );
+    h.insert(
+        "x-content-type-options",
+        hyper::header::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        "referrer-policy",
+        hyper::header::HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    r
 }
 
 /// TLS settings: a certificate chain and key, PEM.

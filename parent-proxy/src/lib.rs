@@ -17,3 +17,4 @@ pub mod relay;
 pub mod serve;
 pub mod store;
 pub mod stream;
+pub mod webapp;
