@@ -198,7 +198,8 @@ enum AuditCommand {
         /// Print every entry.
         #[arg(long)]
         show: bool,
-        /// Where checkpoints seen before are kept; the log must still reach every one (so truncation shows).
+        /// Where checkpoints seen before are kept, per pod key; the log must still reach every one (so truncation
+        /// shows).
         #[arg(
             long,
             value_name = "FILE",
@@ -508,9 +509,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify { show, checkpoints }) => {
             let c = client(&cli.pod)?;
-            let mut saved: Vec<String> = std::fs::read_to_string(&checkpoints)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
+            // Checkpoints are kept per pod key: each key signs its own audit chain, and a rotation starts a new one.
+            let pod_key = hex::encode(c.attest().await?.fingerprint);
+            let mut all: serde_json::Map<String, serde_json::Value> =
+                match std::fs::read_to_string(&checkpoints)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                {
+                    Some(serde_json::Value::Object(m)) => m,
+                    // The earlier format: a plain list, for the one pod this client knew.
+                    Some(list @ serde_json::Value::Array(_)) => {
+                        std::iter::once((pod_key.clone(), list)).collect()
+                    }
+                    _ => serde_json::Map::new(),
+                };
+            let mut saved: Vec<String> = all
+                .get(&pod_key)
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
             let earlier: Vec<Vec<u8>> = saved.iter().filter_map(|h| hex::decode(h).ok()).collect();
             let (entries, summary, current) = c.audit_with(&earlier).await?;
@@ -519,7 +534,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // Keep the latest few: each one pins the log's length at its time.
                 let keep = saved.len().saturating_sub(16);
                 saved.drain(..keep);
-                std::fs::write(&checkpoints, serde_json::json!(saved).to_string())
+                all.insert(pod_key, serde_json::json!(saved));
+                std::fs::write(&checkpoints, serde_json::Value::Object(all).to_string())
                     .with_context(|| format!("writing {}", checkpoints.display()))?;
             }
             if show {
