@@ -14,12 +14,27 @@ out="${1:-eif/out}"
 region="${REGION:-us-east-1}"
 mkdir -p "$out"
 
+# The build image must be pinned by digest: a tag moves, and a different toolchain gives different PCRs. The pin lives
+# in eif/rust-image (one line, image@sha256:...), reviewed like code; RUST_IMAGE overrides it.
+image="${RUST_IMAGE:-$(grep -v '^#' eif/rust-image 2>/dev/null | head -n 1)}"
+if [[ ! "$image" =~ @sha256:[0-9a-f]{64}$ ]]; then
+  cat >&2 <<MSG
+eif/build.sh: the build image is not pinned by digest (${image:-nothing in eif/rust-image}).
+Pin it once, on a machine with Docker, and commit the result for review:
+  docker pull rust:1.95-bookworm
+  docker inspect --format '{{index .RepoDigests 0}}' rust:1.95-bookworm > eif/rust-image
+Images whose PCRs you publish must come from a pinned toolchain (or set ALLOW_UNPINNED=1 for a throwaway build).
+MSG
+  [[ "${ALLOW_UNPINNED:-}" == 1 ]] || exit 2
+fi
+
 for tool in docker nitro-cli; do
   command -v "$tool" >/dev/null || { echo "eif/build.sh: $tool is not installed" >&2; exit 2; }
 done
 
 echo "== building the enclave container (reproducible: pinned toolchain, --locked, fixed SOURCE_DATE_EPOCH)"
-docker build --file Dockerfile.enclave --build-arg REGION="$region" --tag secure-pod-enclave:build .
+docker build --file Dockerfile.enclave --build-arg REGION="$region" --build-arg RUST_IMAGE="$image" \
+  --tag secure-pod-enclave:build .
 
 echo "== building the EIF"
 sign=()

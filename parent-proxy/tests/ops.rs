@@ -54,6 +54,21 @@ fn scripts_parse() {
 }
 
 #[test]
+fn the_image_build_refuses_a_toolchain_not_pinned_by_digest() {
+    let o = Command::new("bash")
+        .arg(eif("build.sh"))
+        .arg(std::env::temp_dir().join("secure-pod-eif-out"))
+        .env("RUST_IMAGE", "rust:1.95-bookworm")
+        .env_remove("ALLOW_UNPINNED")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not pinned by digest"), "{err}");
+    assert!(err.contains("docker inspect"), "{err}");
+}
+
+#[test]
 fn the_example_configuration_loads() {
     let text = std::fs::read_to_string(eif("pod-proxy.toml.example")).unwrap();
     let c = pod_proxy::config::load(&text, |_| None).unwrap();
