@@ -19,6 +19,7 @@ use pod_protocol::envelope::{self, Kind};
 use pod_protocol::keys::{EncryptionKey, SigningKey, UserKeyBundle, UserSecrets, fingerprint};
 use pod_protocol::membership::{Action, Room, SignedEntry, genesis_entry};
 use pod_protocol::request::{Operation, Request, SignedRequest};
+use pod_protocol::rotation;
 use pod_protocol::{hpke, stream};
 use serde_json::json;
 
@@ -190,6 +191,70 @@ fn main() {
     .sign(&receipt_key)
     .unwrap();
 
+    // A rotation: the sealed document rewrapped to a successor pod key (same body), and a certificate over three
+    // items (the rewrap above and two more), sorted by old header hash.
+    let next_pod = hpke::PrivateKey::derive(b"secure-pod spec vector: next pod key").unwrap();
+    let next_fpr = fingerprint(&next_pod.public_key().to_spki_der());
+    let (_, body_start) = envelope::read_header(&sealed).unwrap().unwrap();
+    let new_header = envelope::rewrap(
+        &sealed_header,
+        envelope::UnwrapKey::Hpke(&pod),
+        &EncryptionKey::HpkeP256(next_pod.public_key().clone()),
+    )
+    .unwrap();
+    let rewrapped = [new_header.to_prefixed().as_slice(), &sealed[body_start..]].concat();
+    let mut items: Vec<rotation::SignedItem> = [
+        (
+            sealed_header.hash(),
+            new_header.hash(),
+            b"term-sheet.pdf".to_vec(),
+        ),
+        (
+            pod_protocol::keys::labeled_hash("header", b"doc 2 before"),
+            pod_protocol::keys::labeled_hash("header", b"doc 2 after"),
+            b"cap-table.xlsx".to_vec(),
+        ),
+        (
+            pod_protocol::keys::labeled_hash("header", b"doc 3 before"),
+            pod_protocol::keys::labeled_hash("header", b"doc 3 after"),
+            b"minutes.docx".to_vec(),
+        ),
+    ]
+    .into_iter()
+    .map(|(old, new, doc)| {
+        rotation::Item {
+            mode: rotation::Mode::Rewrap,
+            room: room_id,
+            doc,
+            old_header_hash: old,
+            new_header_hash: new,
+            new_pod: next_fpr,
+        }
+        .sign(&receipt_key)
+        .unwrap()
+    })
+    .collect();
+    items.sort_by_key(|i| i.item().old_header_hash);
+    let mut folder = rotation::ItemFolder::new(rotation::Mode::Rewrap, next_fpr);
+    for i in &items {
+        folder
+            .push(i.as_bytes(), &receipt_key.verifying_key())
+            .unwrap();
+    }
+    let certificate = rotation::Certificate {
+        mode: rotation::Mode::Rewrap,
+        old_pod: fingerprint(&pod.public_key().to_spki_der()),
+        new_pod: next_fpr,
+        old_receipt_spki: receipt_key.verifying_key().to_spki_der(),
+        count: folder.count(),
+        root: folder.root(),
+        time_ms: t0 + 20_000,
+    }
+    .sign(&receipt_key)
+    .unwrap();
+    let item_bytes: Vec<Vec<u8>> = items.iter().map(|i| i.as_bytes().to_vec()).collect();
+    let certificate_file = rotation::encode_certificate_file(&certificate, &item_bytes);
+
     let vectors = json!({
         "comment": "Secure Pod spec vectors (docs/SPEC.md). Throw-away keys; never use them for anything real.",
         "hpke": {
@@ -255,6 +320,14 @@ fn main() {
             "head": h(&prev),
             "checkpoint": h(&checkpoint),
             "receipt": h(&receipt),
+        },
+        "rotation": {
+            "next_pod_scalar": scalar(&next_pod),
+            "next_pod_fingerprint": h(&next_fpr),
+            "rewrapped_document": h(&rewrapped),
+            "certificate_file": h(&certificate_file),
+            "root": h(&folder.root()),
+            "count": 3,
         },
     });
     let path = format!("{dir}/spec-vectors.json");

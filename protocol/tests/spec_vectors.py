@@ -282,7 +282,47 @@ def check_vectors(vdir):
     verify(key, "receipt", r_payload, r_sig)
     _, r_req, _, r_seq, r_entry = uncbor(r_payload)
     check(r_req == labeled_hash("request", signed) and hashes_[r_seq] == r_entry, "receipt")
+
+    if "rotation" in v:
+        rot = v["rotation"]
+        nxt = p256_private(rot["next_pod_scalar"])
+        check(hashlib.sha256(spki(nxt.public_key())).digest() == x(rot["next_pod_fingerprint"]), "next pod fingerprint")
+        moved = x(rot["rewrapped_document"])
+        (kind, room, doc_id), plain = open_document(moved, hpke_key=nxt)
+        check(kind == 1 and room == room_id and plain == x(v["sealed_document"]["plaintext"]), "rewrapped document")
+        n_old, n_new = int.from_bytes(doc[4:8], "big"), int.from_bytes(moved[4:8], "big")
+        check(doc[8 + n_old:] == moved[8 + n_new:], "a rewrap keeps the body")
+        check_rotation_certificate(x(rot["certificate_file"]), key, x(rot["root"]), rot["count"])
     return v
+
+
+def merkle_root(leaves):
+    if not leaves:
+        return labeled_hash("rotation", b"")
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < len(leaves):
+        k *= 2
+    return labeled_hash("rotation", b"\x01" + merkle_root(leaves[:k]) + merkle_root(leaves[k:]))
+
+
+def check_rotation_certificate(file_bytes, receipt_spki, root, count):
+    cert, items = uncbor(file_bytes)
+    payload, sig = uncbor(cert)
+    version, mode, old_pod, new_pod, old_receipt_spki, n, cert_root, _ = uncbor(payload)
+    check(version == 1 and old_receipt_spki == receipt_spki, "certificate's receipt key")
+    verify(old_receipt_spki, "rotation", payload, sig)
+    last = None
+    for it in items:
+        i_payload, i_sig = uncbor(it)
+        verify(old_receipt_spki, "rotation-item", i_payload, i_sig)
+        _, i_mode, _, _, old_hash, _, i_new_pod = uncbor(i_payload)
+        check(i_mode == mode and i_new_pod == new_pod, "item mode and pod")
+        check(last is None or old_hash > last, "items sorted by old header hash")
+        last = old_hash
+    leaves = [labeled_hash("rotation", b"\x00" + it) for it in items]
+    check(n == len(items) == count and merkle_root(leaves) == cert_root == root, "rotation Merkle root")
 
 
 # ---- Making vectors for the Rust side ----------------------------------------------------------------------

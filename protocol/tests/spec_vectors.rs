@@ -167,6 +167,26 @@ fn check_all(v: &Value) {
     let receipt = Receipt::parse_verified(&hx(&v["audit"]["receipt"]), &rk).unwrap();
     let summary = audit::verify_log(&log, &rk, &[checkpoint], &[receipt]).unwrap();
     assert_eq!(summary.head.as_slice(), hx(&v["audit"]["head"]).as_slice());
+
+    // Rotation: the rewrapped document opens under the next pod key with the same body; the certificate verifies
+    // under the receipt key and names the root.
+    let r = &v["rotation"];
+    let next = hpke::PrivateKey::from_scalar(&hx(&r["next_pod_scalar"])).unwrap();
+    let moved = hx(&r["rewrapped_document"]);
+    let (_, plain) = envelope::open(&moved, UnwrapKey::Hpke(&next)).unwrap();
+    assert_eq!(
+        plain.as_slice(),
+        hx(&v["sealed_document"]["plaintext"]).as_slice()
+    );
+    let original = hx(&v["sealed_document"]["document"]);
+    let (_, a) = envelope::read_header(&original).unwrap().unwrap();
+    let (_, b) = envelope::read_header(&moved).unwrap().unwrap();
+    assert_eq!(original[a..], moved[b..]);
+    let (c, items) =
+        pod_protocol::rotation::verify_certificate_file(&hx(&r["certificate_file"]), 10).unwrap();
+    assert_eq!(c.old_receipt_spki, rk.to_spki_der());
+    assert_eq!(c.root.as_slice(), hx(&r["root"]).as_slice());
+    assert_eq!(items.len(), 3);
 }
 
 #[test]
