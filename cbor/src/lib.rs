@@ -167,6 +167,16 @@ impl<'a> Decoder<'a> {
                 let stop = start.checked_add(n).ok_or(end.clone())?;
                 let bytes = self.buf.get(start..stop).ok_or(end)?;
                 let arg = bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+                // Shortest form only (RFC 8949 §4.2.1): one encoding per value, so that a signature made over one
+                // encoding is the only one any decoder here (Rust, the browser's, Python's) accepts. Floats (major
+                // 7) keep their widths.
+                let shortest_min = [24u64, 0x100, 0x1_0000, 0x1_0000_0000];
+                if major != 7 && shortest_min.get(usize::from(info - 24)).is_some_and(|m| arg < *m) {
+                    return Err(Error::Malformed {
+                        offset: at,
+                        reason: "integer or length not in its shortest form",
+                    });
+                }
                 (arg, 1 + n)
             }
             28..=30 => {
@@ -570,6 +580,31 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_shortest_heads_are_refused() {
+        // 23 in one extra byte, 255 in two, 65535 in four, a length of 1 in eight: all have a shorter form.
+        for bytes in [
+            &[0x18u8, 0x17][..],
+            &[0x19, 0x00, 0xff],
+            &[0x1a, 0x00, 0x00, 0xff, 0xff],
+            &[0x5b, 0, 0, 0, 0, 0, 0, 0, 1, 0xaa],
+            &[0x98, 0x01, 0x00],
+        ] {
+            let mut d = Decoder::new(bytes);
+            let r = match bytes[0] >> 5 {
+                0 => d.u64().map(|_| ()),
+                2 => d.bytes().map(|_| ()),
+                _ => d.array().map(|_| ()),
+            };
+            assert!(r.is_err(), "{bytes:02x?} was accepted");
+        }
+        // The shortest forms of the same values are accepted.
+        let mut d = Decoder::new(&[0x17]);
+        assert_eq!(d.u64().unwrap(), 23);
+        let mut d = Decoder::new(&[0x18, 0xff]);
+        assert_eq!(d.u64().unwrap(), 255);
+    }
 
     #[test]
     fn round_trips_integers_at_every_head_size() {
