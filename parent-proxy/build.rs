@@ -24,14 +24,20 @@ fn main() {
     let mut files = Vec::new();
     walk(&root, &mut files);
     files.sort();
-    let mut code = String::from("/// `(path under /app/, bytes)` of every file of the browser client.\npub static FILES: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// `(path under /app/, bytes)` of every file of the browser client.\npub static FILES: &[(&str, &[u8])] = &[\n",
+    );
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
         let Ok(rel) = f.strip_prefix(&root) else {
             continue;
         };
         let rel = rel.to_string_lossy().replace('\\', "/");
-        let _ = writeln!(code, "    ({rel:?}, include_bytes!({:?})),", f.display().to_string());
+        let _ = writeln!(
+            code,
+            "    ({rel:?}, include_bytes!({:?})),",
+            f.display().to_string()
+        );
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("web_app.rs");

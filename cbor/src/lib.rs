@@ -171,7 +171,11 @@ impl<'a> Decoder<'a> {
                 // encoding is the only one any decoder here (Rust, the browser's, Python's) accepts. Floats (major
                 // 7) keep their widths.
                 let shortest_min = [24u64, 0x100, 0x1_0000, 0x1_0000_0000];
-                if major != 7 && shortest_min.get(usize::from(info - 24)).is_some_and(|m| arg < *m) {
+                if major != 7
+                    && shortest_min
+                        .get(usize::from(info - 24))
+                        .is_some_and(|m| arg < *m)
+                {
                     return Err(Error::Malformed {
                         offset: at,
                         reason: "integer or length not in its shortest form",

@@ -43,7 +43,10 @@ mod tests {
     fn the_client_is_embedded() {
         assert!(super::get("").is_some(), "web/app/index.html is embedded");
         assert!(super::get("lib/attest.js").is_some());
-        assert_eq!(super::get("lib/cbor.js").map(|(_, t)| t), Some("text/javascript; charset=utf-8"));
+        assert_eq!(
+            super::get("lib/cbor.js").map(|(_, t)| t),
+            Some("text/javascript; charset=utf-8")
+        );
         assert!(super::get("../Cargo.toml").is_none());
         assert!(super::paths().all(|p| !p.contains("..")));
     }

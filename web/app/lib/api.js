@@ -1,0 +1,682 @@
+// The pod's HTTP API as the page uses it (parent-proxy/src/http.rs), with the rule podctl follows built in:
+// nothing but `GET /pod/attestation` is ever sent to a pod whose attestation has not just verified.
+//
+// Every action (create a room, read or change its log, seal, open) starts by verifying the pod again with a fresh
+// 32-byte nonce: COSE ES384 signature, chain to the pinned root, certificate validity at the document's own time
+// (the fresh nonce is what proves it recent), PCRs against the published file, the nonce, and the Secure Pod
+// binding (pod key SPKI, receipt key, config hash). A pod key that differs from the pinned one is refused.
+// The keys an action uses come from that verification and from nowhere else.
+
+import { verifyAttestation, podBinding, AttestationError } from './attest.js';
+import {
+  PodFormatError, toHex, fromHex, toBase64, fromBase64, randomBytes,
+  readHeader, headerHash, DocumentOpener, sealToPodStream, signedRequest, verifyReceipt,
+  createRoom, replayMembership, grantEntry, revokeEntry, entryHash,
+  KIND_SEALED_TO_POD, KIND_RE_ENCRYPTED, PREFIX_LEN, MAX_HEADER_LEN, SEALED_CHUNK_SIZE, TAG_LEN,
+} from './pod.js';
+
+/**
+ * Why an action failed, in a form the page can show. `kind` is one of:
+ * - `attestation`  the pod's attestation did not verify: nothing else was sent to it
+ * - `pin_mismatch` the pod verified but its key is not the pinned one: nothing else was sent
+ * - `not_verified` an action was attempted before a verification succeeded (a bug in the caller)
+ * - `unreachable`  the pod could not be reached (network error)
+ * - `refused`      the pod answered an error: `status`, `code` and the pod's own `podMessage`
+ * - `integrity`    the pod's answer does not check out (log, receipt, document): nothing was offered
+ * - `local`        a local input is unusable (not a sealed document, a bad .pub, …)
+ */
+export class PodApiError extends Error {
+  /**
+   * @param {string} kind
+   * @param {string} message
+   * @param {{status?: number, code?: string, podMessage?: string, cause?: unknown, details?: object}} [extra]
+   */
+  constructor(kind, message, { status, code, podMessage, cause, details } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'PodApiError';
+    this.kind = kind;
+    if (status !== undefined) this.status = status;
+    if (code !== undefined) this.code = code;
+    if (podMessage !== undefined) this.podMessage = podMessage;
+    if (details !== undefined) this.details = details;
+  }
+}
+
+/**
+ * Largest sealed document opened through the streaming endpoint (see {@link PodClient#open} for why there is a
+ * limit at all); larger ones go through the JSON endpoint.
+ */
+export const STREAM_LIMIT = 4 * 2 ** 20;
+/** Largest sealed document the page opens: the JSON endpoint takes bodies of up to 64 MiB, in base64. */
+export const WHOLE_LIMIT = 46 * 2 ** 20;
+
+/** Base64 of many bytes, fast (btoa over pieces of a multiple of 3 bytes). */
+function base64Large(bytes) {
+  const out = [];
+  for (let i = 0; i < bytes.length; i += 3 * 16384) {
+    out.push(btoa(String.fromCharCode.apply(null, bytes.subarray(i, Math.min(bytes.length, i + 3 * 16384)))));
+  }
+  return out.join('');
+}
+
+/** Bytes of a long base64 string (atob over pieces of a multiple of 4 characters). */
+function unbase64Large(text) {
+  if (typeof text !== 'string' || text.length % 4 !== 0) throw new Error('not base64');
+  const parts = [];
+  let n = 0;
+  for (let i = 0; i < text.length; i += 4 * 16384) {
+    const bin = atob(text.slice(i, i + 4 * 16384));
+    const p = new Uint8Array(bin.length);
+    for (let j = 0; j < bin.length; j++) p[j] = bin.charCodeAt(j);
+    parts.push(p);
+    n += p.length;
+  }
+  const out = new Uint8Array(n);
+  let pos = 0;
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
+  return out;
+}
+
+/** Length of the attestation nonce the page sends. */
+export const ATTESTATION_NONCE_LEN = 32;
+
+/**
+ * Plaintext length of a STREAM body of `sealedLen` bytes (SPEC §3.2: full chunks of 65,552 bytes, the last
+ * shorter, every chunk 16 bytes of tag longer than its plaintext). Used for progress only.
+ * @param {number} sealedLen
+ * @returns {number}
+ */
+export function plaintextLength(sealedLen) {
+  if (sealedLen <= 0) return 0;
+  const chunks = Math.ceil(sealedLen / SEALED_CHUNK_SIZE);
+  return Math.max(0, sealedLen - chunks * TAG_LEN);
+}
+
+/**
+ * A document id for display and as a file name: its UTF-8 text when it is printable, else its hex.
+ * @param {Uint8Array} docId
+ * @returns {string}
+ */
+export function docIdText(docId) {
+  try {
+    const s = new TextDecoder('utf-8', { fatal: true }).decode(docId);
+    // eslint-disable-next-line no-control-regex
+    if (s.length > 0 && !/[\u0000-\u001f\u007f]/.test(s)) return s;
+  } catch {
+    // not UTF-8: fall through
+  }
+  return toHex(docId);
+}
+
+/**
+ * The longest prefix of `name` whose UTF-8 is at most `max` bytes (document ids are at most 64 bytes).
+ * @param {string} name
+ * @param {number} [max]
+ * @returns {string}
+ */
+export function truncateUtf8(name, max = 64) {
+  const enc = new TextEncoder();
+  let out = '';
+  for (const ch of name) {
+    if (enc.encode(out + ch).length > max) break;
+    out += ch;
+  }
+  return out;
+}
+
+function describeAttestation(e) {
+  if (e instanceof AttestationError) {
+    const what = {
+      cose: 'the document is not a valid COSE_Sign1 ES384 signature',
+      payload: 'the document does not follow the Nitro attestation format',
+      wrong_root: 'the document is not signed by a chain to the pinned root',
+      chain: 'the certificate chain does not verify',
+      expired: 'a certificate in the chain had expired',
+      not_yet_valid: 'a certificate in the chain was not yet valid',
+      timestamp: 'the document\'s time lies outside its signing certificate\'s validity',
+      signature: 'the document\'s signature does not verify',
+      debug_enclave: 'the enclave runs in debug mode',
+      pcr_mismatch: 'the enclave\'s measurements (PCRs) do not match the published PCR file',
+      nonce: 'the document does not carry the fresh nonce the page sent (a replay?)',
+      binding: 'the document does not bind a Secure Pod key',
+      options: 'the verification settings are unusable',
+    }[e.code] ?? 'the attestation does not verify';
+    return `${what[0].toUpperCase()}${what.slice(1)}: ${e.message}`;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * What a person should read for an error, and what to do.
+ * @param {unknown} e
+ * @returns {{title: string, detail: string, podMessage?: string, code?: string}}
+ */
+export function explainError(e) {
+  if (!(e instanceof PodApiError)) {
+    const detail = e instanceof Error ? e.message : String(e);
+    if (e instanceof PodFormatError) return { title: 'This file cannot be used', detail, code: e.code };
+    return { title: 'Something went wrong', detail };
+  }
+  const pod = e.podMessage;
+  switch (e.kind) {
+    case 'attestation':
+      if (e.status === 503) {
+        return {
+          title: 'The data room is temporarily unavailable; try again shortly.',
+          detail: 'The pod could not give an attestation, so nothing else was sent to it.', podMessage: pod,
+        };
+      }
+      return {
+        title: 'The pod could not be verified. Nothing was sent to it.',
+        detail: `${e.message} Every action stays disabled until the pod verifies.`,
+      };
+    case 'pin_mismatch':
+      return {
+        title: 'The pod presented a different key than the one pinned. Nothing was sent to it.',
+        detail: e.message,
+      };
+    case 'not_verified':
+      return { title: 'Verify the pod first', detail: e.message };
+    case 'unreachable':
+      return { title: 'The pod could not be reached', detail: `${e.message} Check the connection and try again.` };
+    case 'integrity':
+      return { title: 'The pod\'s answer does not check out; nothing was offered', detail: e.message };
+    case 'local':
+      return { title: 'This cannot be done', detail: e.message };
+    default:
+      break;
+  }
+  const code = e.code ?? '';
+  const status = e.status ?? 0;
+  let title;
+  if (status === 503 || code === 'pod_unavailable') {
+    title = 'The data room is temporarily unavailable; try again shortly.';
+  } else if (code === 'not_a_member') {
+    title = 'You do not have access to this data room (it may have been revoked).';
+  } else if (code === 'budget_exhausted') {
+    title = 'Your decryption budget is spent for now; try again later or ask the room owner to raise it.';
+  } else if (code === 'retired_pod_key') {
+    title = 'This document is sealed to a pod key that was retired by a key rotation and was not moved. ' +
+      'Ask the operator for the rotated copy.';
+  } else if (code === 'sealed_to_another_pod_key') {
+    title = 'This document is sealed to a different pod key; after a key rotation, open the rotated copy.';
+  } else if (code === 'wrong_pod_key') {
+    title = 'The request named a different pod key than the pod holds; verify the pod again and retry.';
+  } else if (code === 'unknown_room') {
+    title = 'This data room is not known to the pod.';
+  } else if (code === 'request_expired' || code === 'request_from_the_future') {
+    title = 'The pod refused the request\'s time; check this computer\'s clock and try again.';
+  } else if (code === 'replayed_request') {
+    title = 'The pod has already seen this request; try again.';
+  } else if (code === 'busy') {
+    title = 'The pod is busy; try again shortly.';
+  } else if (code === 'bad_signature') {
+    title = 'The request is not signed by the key registered for you in this room.';
+  } else if (code === 'wrong_document' || code === 'cannot_decrypt') {
+    title = 'The pod cannot open this document for this room.';
+  } else if (code === 'bad_request' && /not the key registered/.test(pod ?? '')) {
+    title = 'You do not have access to this data room: your keys are not registered in it.';
+  } else if (code === 'membership_refused' || code === 'membership_rollback') {
+    title = 'The pod refused the membership change.';
+  } else if (code === 'not_found') {
+    title = 'The pod does not know this.';
+  } else {
+    title = `The pod refused the request (${status}${code ? ` ${code}` : ''}).`;
+  }
+  return { title, detail: '', podMessage: pod, code };
+}
+
+/**
+ * @typedef {object} VerifiedPod What one verification established.
+ * @property {Uint8Array} podKeySpki
+ * @property {string} fingerprint hex SHA-256 of the pod key SPKI
+ * @property {Uint8Array} fingerprintBytes
+ * @property {Uint8Array} receiptKeySpki
+ * @property {Uint8Array} configHash
+ * @property {number} timestamp the attestation document's time (ms)
+ * @property {Map<number, Uint8Array>} pcrs
+ * @property {string} rootSha256
+ * @property {string} moduleId
+ * @property {number} verifiedAtMs the local clock when it verified
+ */
+
+/**
+ * A connection to one pod (the page's own origin by default).
+ */
+export class PodClient {
+  /**
+   * @param {{base?: string, fetch?: typeof fetch}} [options]
+   */
+  constructor({ base = '', fetch: fetchImpl } = {}) {
+    this.base = base;
+    this.fetchImpl = fetchImpl ?? ((...a) => globalThis.fetch(...a));
+    /** @type {VerifiedPod | null} the last successful verification, cleared by any failure */
+    this.verified = null;
+    this.policy = null;
+    /** Called after every verification attempt: (verifiedPod | null, error | null). */
+    this.onVerification = null;
+  }
+
+  /**
+   * Sets what the pod must prove. Clears any earlier verification.
+   * @param {{expectedPcrs: Map<number, Uint8Array>, rootsDer?: Uint8Array[], pinnedFingerprint?: string | null}} policy
+   */
+  configure({ expectedPcrs, rootsDer, pinnedFingerprint = null }) {
+    this.policy = { expectedPcrs, rootsDer, pinnedFingerprint };
+    this.verified = null;
+  }
+
+  /** Forgets the last verification (so that nothing but attestation can be sent until the next). */
+  invalidate() {
+    this.verified = null;
+  }
+
+  async #fetch(path, init) {
+    try {
+      return await this.fetchImpl(this.base + path, { cache: 'no-store', credentials: 'omit', ...init });
+    } catch (e) {
+      throw new PodApiError('unreachable', `The request to ${path.split('?')[0]} failed (${e?.message ?? e}).`,
+        { cause: e });
+    }
+  }
+
+  async #errorFrom(response) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch {
+      body = null;
+    }
+    const code = typeof body?.error === 'string' ? body.error : undefined;
+    const podMessage = typeof body?.message === 'string' ? body.message : undefined;
+    return new PodApiError('refused', `the pod answered ${response.status}${code ? ` ${code}` : ''}`,
+      { status: response.status, code, podMessage });
+  }
+
+  /** Any API call but attestation: refused here unless the pod has just verified. */
+  async #call(method, path, json) {
+    if (!this.verified) {
+      throw new PodApiError('not_verified', 'The pod has not been verified; nothing was sent.');
+    }
+    const init = { method, headers: {} };
+    if (json !== undefined) {
+      init.headers['content-type'] = 'application/json';
+      init.body = JSON.stringify(json);
+    }
+    const r = await this.#fetch(path, init);
+    if (!r.ok) throw await this.#errorFrom(r);
+    try {
+      return await r.json();
+    } catch (e) {
+      throw new PodApiError('integrity', `the answer to ${path} is not JSON`, { cause: e });
+    }
+  }
+
+  /**
+   * Verifies the pod now, with a fresh nonce; every action calls this first.
+   * @returns {Promise<VerifiedPod>}
+   * @throws {PodApiError} `attestation`, `pin_mismatch`, `unreachable`, `refused`
+   */
+  async verify() {
+    this.verified = null;
+    const policy = this.policy;
+    try {
+      const v = await this.#verifyOnce();
+      if (this.policy !== policy) {
+        throw new PodApiError('attestation', 'The PCR file or root changed during verification; verify again.');
+      }
+      this.verified = v;
+      this.onVerification?.(v, null);
+      return v;
+    } catch (e) {
+      this.verified = null;
+      this.onVerification?.(null, e);
+      throw e;
+    }
+  }
+
+  async #verifyOnce() {
+    if (!this.policy) throw new PodApiError('attestation', 'No PCR file is loaded: the page cannot tell which enclave image to trust.');
+    const nonce = randomBytes(ATTESTATION_NONCE_LEN);
+    const r = await this.#fetch(`/pod/attestation?nonce=${toHex(nonce)}`, { method: 'GET' });
+    if (!r.ok) {
+      const err = await this.#errorFrom(r);
+      const why = err.status === 503 ? 'the pod is temporarily unavailable' : `the pod answered ${err.status}`;
+      throw new PodApiError('attestation', `No attestation document could be fetched (${why}${err.podMessage ? `: ${err.podMessage}` : ''}).`,
+        { status: err.status, code: err.code, podMessage: err.podMessage });
+    }
+    let doc;
+    try {
+      const body = await r.json();
+      doc = fromBase64(body.document);
+    } catch (e) {
+      throw new PodApiError('attestation', 'The attestation answer is not {"document": base64}.', { cause: e });
+    }
+    let att;
+    let binding;
+    try {
+      att = await verifyAttestation(doc, {
+        rootsDer: this.policy.rootsDer,
+        expectedPcrs: this.policy.expectedPcrs,
+        nonce,
+        now: 'document',
+      });
+      binding = await podBinding(att);
+    } catch (e) {
+      throw new PodApiError('attestation', `${describeAttestation(e)}.`.replace(/\.\.$/, '.'),
+        { cause: e, details: { code: e?.code } });
+    }
+    const pinned = this.policy.pinnedFingerprint;
+    if (pinned && pinned !== binding.fingerprint) {
+      throw new PodApiError('pin_mismatch',
+        `The pod verified, but its key ${binding.fingerprint.slice(0, 16)}… is not the pinned key ` +
+        `${pinned.slice(0, 16)}…. If the operator announced a key rotation, check the announcement, then press ` +
+        '"Forget the pinned key" and verify again to pin the new key. Otherwise do not use this pod.',
+        { details: { pinned, presented: binding.fingerprint } });
+    }
+    return Object.freeze({
+      ...binding,
+      timestamp: att.timestamp,
+      pcrs: att.pcrs,
+      rootSha256: att.rootSha256,
+      moduleId: att.moduleId,
+      verifiedAtMs: Date.now(),
+    });
+  }
+
+  // ---- Rooms ---------------------------------------------------------------------------------------------------
+
+  /**
+   * Creates a room owned by `keys` (the genesis entry is signed here).
+   * @param {import('./keys.js').UserKeys} keys
+   * @returns {Promise<{roomId: string, room: import('./membership.js').Room}>}
+   */
+  async createRoom(keys) {
+    await this.verify();
+    const { entry, room } = await createRoom({ keys });
+    const v = await this.#call('POST', '/rooms', { entry: toBase64(entry) });
+    const roomId = toHex(room.roomId);
+    if (v?.room_id !== roomId) {
+      throw new PodApiError('integrity', 'the pod named another room id than the hash of our genesis entry');
+    }
+    return { roomId, room };
+  }
+
+  /**
+   * Reads and verifies a room's membership log (every signature checked here).
+   * @param {string} roomId hex
+   * @param {{seenSeq?: number, seenHead?: string}} [seen] the head this page saw before: the log must contain it
+   * @returns {Promise<{room: import('./membership.js').Room, entries: Uint8Array[]}>}
+   */
+  async room(roomId, seen = {}) {
+    await this.verify();
+    return this.#room(roomId, seen);
+  }
+
+  async #room(roomId, seen = {}) {
+    if (!/^[0-9a-f]{64}$/.test(roomId)) throw new PodApiError('local', 'A room id is 64 hex characters.');
+    const v = await this.#call('GET', `/rooms/${roomId}/log`);
+    let entries;
+    let room;
+    try {
+      entries = v.entries.map((e) => fromBase64(e));
+      room = await replayMembership(entries, { roomId: fromHex(roomId) });
+    } catch (e) {
+      throw new PodApiError('integrity', `the room's membership log does not verify: ${e.message}`, { cause: e });
+    }
+    if (seen.seenSeq !== undefined && seen.seenHead) {
+      const at = entries[seen.seenSeq];
+      if (at === undefined || toHex(await entryHash(at)) !== seen.seenHead) {
+        throw new PodApiError('integrity',
+          `the room's log no longer contains the entry ${seen.seenSeq} this page saw: membership went backwards`);
+      }
+    }
+    return { room, entries };
+  }
+
+  async #change(roomId, sign) {
+    await this.verify();
+    const { room } = await this.#room(roomId);
+    let entry;
+    let next;
+    try {
+      ({ entry, room: next } = await sign(room));
+    } catch (e) {
+      if (e instanceof PodFormatError) throw new PodApiError('local', e.message, { cause: e });
+      throw e;
+    }
+    const v = await this.#call('POST', `/rooms/${roomId}/entries`, { entry: toBase64(entry) });
+    if (v?.seq !== next.seq) throw new PodApiError('integrity', 'the pod stored the entry at another position');
+    return next;
+  }
+
+  /**
+   * Grants a user (their bundle, from their .pub) access to a room; `keys` must be the owner's or an admin's.
+   * @returns {Promise<import('./membership.js').Room>} the room as it now is
+   */
+  grant({ keys, roomId, bundle }) {
+    return this.#change(roomId, (room) => grantEntry({ keys, room, bundle }));
+  }
+
+  /**
+   * Revokes a member.
+   * @returns {Promise<import('./membership.js').Room>}
+   */
+  revoke({ keys, roomId, userId }) {
+    return this.#change(roomId, (room) => revokeEntry({ keys, room, userId }));
+  }
+
+  // ---- Documents -----------------------------------------------------------------------------------------------
+
+  /**
+   * Seals a file to the verified pod key for a room, in the page (nothing is sent to the pod but the
+   * attestation request).
+   * @param {{file: Blob, roomId: string, docId: string, onProgress?: (done: number, total: number) => void}} o
+   * @returns {Promise<{blob: Blob, pod: VerifiedPod}>}
+   */
+  async seal({ file, roomId, docId, onProgress }) {
+    const pod = await this.verify();
+    let s;
+    try {
+      s = await sealToPodStream({
+        podSpki: pod.podKeySpki, roomId: fromHex(roomId), docId, source: file, totalBytes: file.size, onProgress,
+      });
+    } catch (e) {
+      if (e instanceof PodFormatError) throw new PodApiError('local', e.message, { cause: e });
+      throw e;
+    }
+    const parts = [];
+    for await (const p of s.pieces) parts.push(p);
+    return { blob: new Blob(parts, { type: 'application/octet-stream' }), pod };
+  }
+
+  /**
+   * Reads the header of a sealed document (kind 1) from the start of a file.
+   * @param {Blob} file
+   */
+  static async readSealedHeader(file) {
+    const head = new Uint8Array(await file.slice(0, PREFIX_LEN + MAX_HEADER_LEN).arrayBuffer());
+    let r;
+    try {
+      r = readHeader(head);
+    } catch (e) {
+      throw new PodApiError('local', `This is not a sealed document (${e.message}).`, { cause: e });
+    }
+    if (r === null) throw new PodApiError('local', 'This file is too short to be a sealed document.');
+    if (r.header.kind !== KIND_SEALED_TO_POD) {
+      throw new PodApiError('local', 'This is a copy re-encrypted for one user, not a document sealed to the pod.');
+    }
+    return { header: r.header, bodyStart: r.bodyStart };
+  }
+
+  /**
+   * Opens a sealed document through the pod: signed request, re-encryption for `keys`, decrypted here chunk by
+   * chunk, receipt checked. The plaintext is returned only when the last chunk has authenticated and the receipt
+   * names this request and this response; on any failure nothing is returned.
+   *
+   * Documents up to {@link STREAM_LIMIT} go through `POST /pod/re-encrypt/stream` (a Blob body, the answer read
+   * with a reader as it arrives). Larger ones, up to {@link WHOLE_LIMIT}, go through `POST /pod/re-encrypt` (JSON):
+   * a browser's fetch sends the whole request body before it reads any of the answer, while the proxy streams
+   * its answer as the body arrives, holding only a few chunks; once the socket buffers between them are full
+   * (measured on Linux: between 8 and 16 MiB) both sides wait for each other forever. Larger documents are
+   * refused before anything is sent (podctl opens them).
+   * @param {{file: Blob, keys: import('./keys.js').UserKeys,
+   *   onPhase?: (phase: 'sending' | 'retrying' | 'receiving' | 'checking', via: 'stream' | 'whole') => void,
+   *   onProgress?: (plaintextDone: number, plaintextTotal: number) => void}} o
+   * @returns {Promise<{blob: Blob, size: number, docId: Uint8Array, roomId: Uint8Array,
+   *   receipt: import('./audit.js').Receipt, pod: VerifiedPod, via: 'stream' | 'whole'}>}
+   */
+  async open({ file, keys, onPhase, onProgress }) {
+    const { header, bodyStart } = await PodClient.readSealedHeader(file);
+    if (file.size > WHOLE_LIMIT) {
+      throw new PodApiError('local', `This document is ${Math.ceil(file.size / 2 ** 20)} MiB; the browser opens ` +
+        `documents of up to ${WHOLE_LIMIT / 2 ** 20} MiB. Open it with \`podctl open\`. Nothing was sent.`);
+    }
+    const pod = await this.verify();
+    let request = await signedRequest({
+      keys, roomId: header.roomId, docId: header.docId, headerHash: await headerHash(header),
+      podFingerprint: pod.fingerprintBytes,
+    });
+    const total = plaintextLength(file.size - bodyStart);
+    if (!this.verified) throw new PodApiError('not_verified', 'The pod has not been verified; nothing was sent.');
+    let via = file.size <= STREAM_LIMIT ? 'stream' : 'whole';
+    onPhase?.('sending', via);
+    let sent;
+    if (via === 'stream') {
+      try {
+        sent = await this.#sendStream(file, keys, request);
+      } catch (e) {
+        // The connection was cut before any answer. The proxy answers a refusal (revoked, budget spent, …) as
+        // soon as it has read the document's header and closes the connection without reading the rest, which a
+        // browser still sending the body sees only as a network error. Ask once more through the JSON endpoint,
+        // which reads the whole body before it answers, with a fresh request (the pod refuses replays).
+        if (!(e instanceof PodApiError && e.kind === 'unreachable' && !e.timedOut)) throw e;
+        via = 'whole';
+        onPhase?.('retrying', via);
+        request = await signedRequest({
+          keys, roomId: header.roomId, docId: header.docId, headerHash: await headerHash(header),
+          podFingerprint: pod.fingerprintBytes,
+        });
+        sent = await this.#sendWhole(file, keys, request);
+      }
+    } else {
+      sent = await this.#sendWhole(file, keys, request);
+    }
+    const { source, receiptB64, cancel } = sent;
+    onPhase?.('receiving', via);
+    const opener = new DocumentOpener({ keys, expect: { kind: KIND_RE_ENCRYPTED, roomId: header.roomId, docId: header.docId } });
+    const parts = [];
+    let done = 0;
+    const take = (chunks) => {
+      for (const c of chunks) {
+        parts.push(c);
+        done += c.length;
+      }
+      if (chunks.length) onProgress?.(done, total);
+    };
+    const fail = (what, e) => new PodApiError('integrity', `${what}: ${e?.message ?? e}`, { cause: e });
+    try {
+      for await (const piece of source) {
+        try {
+          take(await opener.push(piece));
+        } catch (e) {
+          throw fail('the re-encrypted copy does not open', e);
+        }
+      }
+      try {
+        take(await opener.end());
+      } catch (e) {
+        throw fail('the re-encrypted copy is incomplete or altered', e);
+      }
+    } catch (e) {
+      cancel();
+      parts.length = 0;
+      throw e;
+    }
+    onPhase?.('checking', via);
+    let receipt;
+    try {
+      if (!receiptB64) throw new Error('the answer carries no receipt');
+      receipt = await verifyReceipt({
+        receiptKeySpki: pod.receiptKeySpki, receipt: fromBase64(receiptB64.trim()),
+        requestHash: request.requestHash, responseHeaderHash: opener.headerHash,
+      });
+    } catch (e) {
+      parts.length = 0;
+      throw fail('the receipt does not check out', e);
+    }
+    return {
+      blob: new Blob(parts, { type: 'application/octet-stream' }), size: done, docId: header.docId, roomId: header.roomId,
+      receipt, pod, via,
+    };
+  }
+
+  /** `POST /pod/re-encrypt/stream`: the answer's pieces as they arrive, and its receipt header. */
+  async #sendStream(file, keys, request) {
+    // A Blob body, not a ReadableStream: Chromium streams request bodies only over HTTP/2, and the proxy speaks
+    // HTTP/1.1. The Blob is read from disk as it is sent. A watchdog ends a request that never gets an answer.
+    const abort = new AbortController();
+    const watchdog = setTimeout(() => abort.abort(new Error('the pod did not answer in time')), 60_000 + Math.ceil(file.size / 65536) * 1000);
+    let r;
+    try {
+      r = await this.#fetch('/pod/re-encrypt/stream', {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/octet-stream',
+          'x-pod-auth-token': toBase64(request.bytes),
+          'x-pod-user-key': toBase64(keys.encSpki),
+        },
+        body: file,
+        signal: abort.signal,
+      });
+    } catch (e) {
+      if (abort.signal.aborted) e.timedOut = true;
+      throw e;
+    } finally {
+      clearTimeout(watchdog);
+    }
+    if (!r.ok) throw await this.#errorFrom(r);
+    const reader = r.body.getReader();
+    async function* source() {
+      for (;;) {
+        let step;
+        try {
+          step = await reader.read();
+        } catch (e) {
+          throw new PodApiError('unreachable', `The document stopped arriving (${e?.message ?? e}).`, { cause: e });
+        }
+        if (step.done) return;
+        yield step.value;
+      }
+    }
+    return { source: source(), receiptB64: r.headers.get('x-pod-receipt'), cancel: () => reader.cancel().catch(() => {}) };
+  }
+
+  /** `POST /pod/re-encrypt` (JSON, whole document both ways): the copy in 64 KiB pieces, and its receipt. */
+  async #sendWhole(file, keys, request) {
+    const sealed = new Uint8Array(await file.arrayBuffer());
+    const pem = `-----BEGIN PUBLIC KEY-----\n${toBase64(keys.encSpki)}\n-----END PUBLIC KEY-----\n`;
+    const r = await this.#fetch('/pod/re-encrypt', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ encrypted_blob: base64Large(sealed), user_public_key: pem, auth_token: toBase64(request.bytes) }),
+    });
+    if (!r.ok) throw await this.#errorFrom(r);
+    let document;
+    let receiptB64;
+    try {
+      const v = await r.json();
+      document = unbase64Large(v.re_encrypted_content);
+      receiptB64 = v.receipt;
+    } catch (e) {
+      throw new PodApiError('integrity', 'the pod\'s answer is not {re_encrypted_content, receipt} in base64', { cause: e });
+    }
+    async function* source() {
+      for (let i = 0; i < document.length; i += 65536) yield document.subarray(i, Math.min(document.length, i + 65536));
+    }
+    return { source: source(), receiptB64: typeof receiptB64 === 'string' ? receiptB64 : null, cancel: () => {} };
+  }
+}
