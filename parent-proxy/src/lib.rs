@@ -15,6 +15,7 @@ pub mod local;
 pub mod parent;
 pub mod relay;
 pub mod serve;
+pub mod spool;
 pub mod store;
 pub mod stream;
 pub mod webapp;

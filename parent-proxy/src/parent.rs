@@ -353,6 +353,11 @@ impl Parent {
         })
     }
 
+    /// Where streaming answers spool when the client does not read as fast as it sends.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.config.state_dir.join("spool")
+    }
+
     fn next_key_path(&self) -> PathBuf {
         self.config.state_dir.join("sealed-pod-key.next.json")
     }

@@ -18,14 +18,13 @@ use pod_protocol::stream::SEALED_CHUNK_SIZE;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Re-encrypted chunks queued towards the client at most.
-const QUEUE: usize = 4;
+/// Bytes of converted output held in memory per request before the spool file takes over.
+const SPOOL_MEMORY: usize = 1024 * 1024;
 /// How long one piece of the request body may take to arrive.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn header_b64(req: &Request<Incoming>, name: &str) -> Result<Vec<u8>, ApiError> {
-    let v = req
-        .headers()
+fn header_b64(headers: &hyper::HeaderMap, name: &str) -> Result<Vec<u8>, ApiError> {
+    let v = headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::BadRequest(format!("the `{name}` header (base64) is required")))?;
@@ -53,34 +52,48 @@ async fn fill(body: &mut Incoming, buf: &mut Vec<u8>) -> Result<bool, ApiError> 
     }
 }
 
-/// Handles one streaming re-encryption.
+/// Request bodies drained after an early refusal at most (beyond it the connection is simply closed).
+const DRAIN_CAP: u64 = 256 * 1024 * 1024;
+
+/// Handles one streaming re-encryption. On a refusal the rest of the request body is read and discarded before the
+/// answer, so that a client still sending (a browser sends everything before it reads) receives the refusal
+/// instead of a reset connection.
 pub async fn re_encrypt(
     parent: Arc<Parent>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let token = header_b64(&req, "x-pod-auth-token")?;
-    let user_key = header_b64(&req, "x-pod-user-key")?;
-    if let Err(e) = check_registered_key(&parent, &token, &user_key) {
-        if !parent.is_ready().await {
-            return Err(ApiError::Unavailable("the enclave is not ready".into()));
-        }
-        return Err(e);
-    }
-    let mut body = req.into_body();
+    let (parts, mut body) = req.into_parts();
     let mut buf = Vec::new();
-    let header = read_header(&mut body, &mut buf).await?;
-    let p = parent.clone();
-    let conversation = tokio::spawn(async move { p.begin_re_encrypt(&token, &header).await })
-        .await
-        .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))??;
-    Ok(respond(
-        parent,
-        conversation,
-        body,
-        buf,
-        false,
-        "x-pod-receipt",
-    ))
+    let started = async {
+        let token = header_b64(&parts.headers, "x-pod-auth-token")?;
+        let user_key = header_b64(&parts.headers, "x-pod-user-key")?;
+        if let Err(e) = check_registered_key(&parent, &token, &user_key) {
+            if !parent.is_ready().await {
+                return Err(ApiError::Unavailable("the enclave is not ready".into()));
+            }
+            return Err(e);
+        }
+        let header = read_header(&mut body, &mut buf).await?;
+        let p = parent.clone();
+        tokio::spawn(async move { p.begin_re_encrypt(&token, &header).await })
+            .await
+            .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))?
+    }
+    .await;
+    match started {
+        Ok(conversation) => Ok(respond(
+            parent,
+            conversation,
+            body,
+            buf,
+            false,
+            "x-pod-receipt",
+        )),
+        Err(e) => {
+            crate::spool::drain(&mut body, DRAIN_CAP, READ_TIMEOUT).await;
+            Err(e)
+        }
+    }
 }
 
 /// `POST /pod/rotate/stream` (`x-pod-rotation-mode: rewrap | re-encrypt`): moves one stored document to the
@@ -91,34 +104,44 @@ pub async fn rotate(
     parent: Arc<Parent>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let mode = match req
-        .headers()
+    let (parts, mut body) = req.into_parts();
+    let mut buf = Vec::new();
+    let mode = match parts
+        .headers
         .get("x-pod-rotation-mode")
         .and_then(|v| v.to_str().ok())
     {
-        Some("rewrap") => pod_protocol::rotation::Mode::Rewrap,
-        Some("re-encrypt") => pod_protocol::rotation::Mode::ReEncrypt,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "the `x-pod-rotation-mode` header must be `rewrap` or `re-encrypt`".into(),
-            ));
-        }
+        Some("rewrap") => Some(pod_protocol::rotation::Mode::Rewrap),
+        Some("re-encrypt") => Some(pod_protocol::rotation::Mode::ReEncrypt),
+        _ => None,
     };
-    let mut body = req.into_body();
-    let mut buf = Vec::new();
-    let header = read_header(&mut body, &mut buf).await?;
-    let p = parent.clone();
-    let conversation = tokio::spawn(async move { p.begin_rotation(mode, &header).await })
-        .await
-        .map_err(|_| ApiError::Internal("the rotation task failed".into()))??;
-    Ok(respond(
-        parent,
-        conversation,
-        body,
-        buf,
-        mode == pod_protocol::rotation::Mode::Rewrap,
-        "x-pod-rotation-item",
-    ))
+    let started = async {
+        let mode = mode.ok_or_else(|| {
+            ApiError::BadRequest(
+                "the `x-pod-rotation-mode` header must be `rewrap` or `re-encrypt`".into(),
+            )
+        })?;
+        let header = read_header(&mut body, &mut buf).await?;
+        let p = parent.clone();
+        tokio::spawn(async move { p.begin_rotation(mode, &header).await })
+            .await
+            .map_err(|_| ApiError::Internal("the rotation task failed".into()))?
+    }
+    .await;
+    match started {
+        Ok(conversation) => Ok(respond(
+            parent,
+            conversation,
+            body,
+            buf,
+            mode == Some(pod_protocol::rotation::Mode::Rewrap),
+            "x-pod-rotation-item",
+        )),
+        Err(e) => {
+            crate::spool::drain(&mut body, DRAIN_CAP, READ_TIMEOUT).await;
+            Err(e)
+        }
+    }
 }
 
 /// Reads the document's prefix and header (at most 2 KiB after the prefix) into `buf` and splits them off.
@@ -154,10 +177,11 @@ fn respond(
     receipt_header: &'static str,
 ) -> Response<Body> {
     let receipt = base64::engine::general_purpose::STANDARD.encode(&conversation.receipt);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(QUEUE);
+    // Towards the client: a spool, not a bounded channel, so the upload always completes (see `crate::spool`).
+    let (mut tx, rx) = crate::spool::channel(SPOOL_MEMORY, &parent.spool_dir());
     let first = Bytes::from(std::mem::take(&mut conversation.header));
     tokio::spawn(async move {
-        if tx.send(Ok(first)).await.is_err() {
+        if tx.send(first).await.is_err() {
             return;
         }
         if passthrough {
@@ -165,7 +189,7 @@ fn respond(
             loop {
                 if !buf.is_empty()
                     && tx
-                        .send(Ok(Bytes::from(std::mem::take(&mut buf))))
+                        .send(Bytes::from(std::mem::take(&mut buf)))
                         .await
                         .is_err()
                 {
@@ -174,10 +198,7 @@ fn respond(
                 match fill(&mut body, &mut buf).await {
                     Ok(true) => {}
                     Ok(false) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        return;
-                    }
+                    Err(e) => return tx.fail(e.to_string()),
                 }
             }
         }
@@ -188,10 +209,7 @@ fn respond(
                 match fill(&mut body, &mut buf).await {
                     Ok(true) => {}
                     Ok(false) => ended = true,
-                    Err(e) => {
-                        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        return;
-                    }
+                    Err(e) => return tx.fail(e.to_string()),
                 }
             }
             let take = buf.len().min(SEALED_CHUNK_SIZE);
@@ -199,14 +217,11 @@ fn respond(
             let last = ended && buf.is_empty();
             match parent.stream_chunk(&mut conversation, &chunk, last).await {
                 Ok(out) => {
-                    if tx.send(Ok(Bytes::from(out))).await.is_err() {
+                    if tx.send(Bytes::from(out)).await.is_err() {
                         return;
                     }
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
+                Err(e) => return tx.fail(e.to_string()),
             }
             if last {
                 parent.finish(conversation);

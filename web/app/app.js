@@ -551,8 +551,6 @@ function openDoc() {
   return act(openWhere, async () => {
     const file = $('open-file').files?.[0];
     offerDownload($('open-download'), null);
-    delete $('open-panel').dataset.retried;
-    delete $('open-panel').dataset.via;
     const bar = $('open-progress');
     hide(bar);
     if (!file) throw new PodApiError('local', 'Choose a sealed document (.spd).');
@@ -567,17 +565,10 @@ function openDoc() {
     let last = 0;
     const result = await client.open({
       file, keys: state.keys,
-      onPhase: (phase, via) => {
-        $('open-panel').dataset.via = via;
+      onPhase: (phase) => {
         if (phase === 'sending') {
-          setStatus($('open-status'), `Signed the request; sending “${name}” (${formatBytes(file.size)}) to the pod` +
-            `${via === 'whole' ? ' in one piece' : ''}…`, 'busy');
+          setStatus($('open-status'), `Signed the request; sending “${name}” (${formatBytes(file.size)}) to the pod…`, 'busy');
         }
-        if (phase === 'retrying') {
-          $('open-panel').dataset.retried = 'true';
-          setStatus($('open-status'), `The connection was cut while sending; asking the pod again with the whole document…`, 'busy');
-        }
-        if (phase === 'receiving' && via === 'whole') setStatus($('open-status'), `Decrypting “${name}”…`, 'busy');
         if (phase === 'checking') setStatus($('open-status'), 'Checking the pod\'s receipt…', 'busy');
       },
       onProgress: (done, total) => {
@@ -585,8 +576,7 @@ function openDoc() {
         if (now - last < 80 && done !== total) return;
         last = now;
         bar.value = total ? Math.min(1, done / total) : 1;
-        const verb = $('open-panel').dataset.via === 'whole' ? 'Decrypting' : 'Receiving and decrypting';
-        setStatus($('open-status'), `${verb} “${name}”… ${formatBytes(done)} of ${formatBytes(total)}`, 'busy');
+        setStatus($('open-status'), `Receiving and decrypting “${name}”… ${formatBytes(done)} of ${formatBytes(total)}`, 'busy');
       },
     });
     bar.value = 1;

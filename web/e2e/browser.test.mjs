@@ -11,7 +11,7 @@
 //  2. the owner creates a room; the member makes RSA-OAEP-4096 keys and exports the .pub; the owner grants the
 //     member and a `podctl keygen` user by pasting their .pub text;
 //  3. a document sealed in the owner's page (6 MiB) opens with `podctl open` as the CLI user, byte for byte;
-//     documents sealed with `podctl seal` (3 MiB through the streaming endpoint, 12 MiB through the JSON one)
+//     documents sealed with `podctl seal` (3 MiB and 40 MiB, streamed: the browser sends everything before it reads)
 //     open in the member's page, byte for byte, with progress;
 //  4. after the owner revokes the member in the page, the member's page shows the refusal and offers nothing,
 //     while the CLI user still opens;
@@ -215,7 +215,7 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
   const started = Date.now();
   const f = (name) => join(S.dir, name);
   // Documents: random bytes, so any corruption shows.
-  const files = { owner: ['board-pack.bin', 6 * 2 ** 20 + 4321], cli: ['term-sheet.bin', 3 * 2 ** 20 + 77], big: ['data-tape.bin', 12 * 2 ** 20 + 5] };
+  const files = { owner: ['board-pack.bin', 6 * 2 ** 20 + 4321], cli: ['term-sheet.bin', 3 * 2 ** 20 + 77], big: ['data-tape.bin', 40 * 2 ** 20 + 5] };
   for (const [name, size] of Object.values(files)) await writeFile(f(name), randomBytes(size));
 
   await step(t, 'owner and member pages verify the pod from the PCR file and root they load', async () => {
@@ -300,16 +300,15 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
     assert.ok(a.equals(b), 'identical plaintext');
   });
 
-  await step(t, 'documents sealed with podctl open in the member\'s page (streamed, and whole)', async () => {
+  await step(t, 'documents sealed with podctl open in the member\'s page (3 MiB and 40 MiB, streamed)', async () => {
     const m = S.member;
-    for (const [name, size, via] of [[...files.cli, 'stream'], [...files.big, 'whole']]) {
+    for (const [name, size] of [files.cli, files.big]) {
       await podctl(['seal', '--room', S.roomId, '--in', f(name), '--out', f(`${name}.spd`)]);
       const { state, seen } = await openInPage(m, f(`${name}.spd`));
       assert.equal(state, 'done', await text(m.page, '#open-error'));
-      assert.equal(await m.page.getAttribute('#open-panel', 'data-via'), via);
-      assert.ok(seen.some((s) => /^(Receiving and decrypting|Decrypting) “.*”… [\d.]+ [KM]iB of [\d.]+ MiB$/.test(s)), `progress shown: ${seen.join(' | ')}`);
+      assert.ok(seen.some((s) => /^Receiving and decrypting “.*”… [\d.]+ [KM]iB of [\d.]+ MiB$/.test(s)), `progress shown: ${seen.join(' | ')}`);
       assert.match(await text(m.page, '#open-status'), /receipt/);
-      if (via === 'stream') await shot(m.page, 'open-done.png', '#open-panel');
+      if (name === files.cli[0]) await shot(m.page, 'open-done.png', '#open-panel');
       const d = await download(m.page, '#open-download', f(`member-${name}`));
       assert.equal(d.name, name, 'saved under the document id');
       const [a, b] = [await readFile(f(name)), await readFile(d.path)];
@@ -367,14 +366,14 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
     assert.match(await text(page, '#room-status'), /Revoked/);
 
     const m = S.member;
-    const { state } = await openInPage(m, f(`${files.cli[0]}.spd`));
+    // The 40 MiB document: the browser sends all of it before it reads the answer, and the refusal still arrives
+    // as the pod's answer (the proxy reads the body before it answers).
+    const { state } = await openInPage(m, f(`${files.big[0]}.spd`));
     assert.equal(state, 'failed');
     assert.match(await text(m.page, '#open-error'), /You do not have access to this data room \(it may have been revoked\)/);
     assert.equal(await m.page.getAttribute('#open-error', 'data-code'), 'not_a_member');
     assert.match(await text(m.page, '#open-error'), /The pod said:/);
     assert.equal(await m.page.isHidden('#open-download'), true, 'nothing is offered');
-    const retried = await m.page.getAttribute('#open-panel', 'data-retried');
-    st.diagnostic(`the refusal arrived ${retried ? 'on the JSON retry (the streaming connection was cut)' : 'on the streaming request'}`);
     await shot(m.page, 'revoked.png', '#open-panel');
     // The CLI user still reads.
     await podctl(['open', '--key', 'carol.key', '--in', f(`${files.cli[0]}.spd`), '--out', f('carol-again.bin')]);

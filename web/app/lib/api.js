@@ -43,42 +43,11 @@ export class PodApiError extends Error {
 }
 
 /**
- * Largest sealed document opened through the streaming endpoint (see {@link PodClient#open} for why there is a
- * limit at all); larger ones go through the JSON endpoint.
+ * Largest sealed document the page opens. The upload streams from disk and the answer is decrypted as it arrives,
+ * but the plaintext is kept (as Blob parts) until the receipt checks out, so the browser's memory is the limit;
+ * `podctl open` streams any size to disk.
  */
-export const STREAM_LIMIT = 4 * 2 ** 20;
-/** Largest sealed document the page opens: the JSON endpoint takes bodies of up to 64 MiB, in base64. */
-export const WHOLE_LIMIT = 46 * 2 ** 20;
-
-/** Base64 of many bytes, fast (btoa over pieces of a multiple of 3 bytes). */
-function base64Large(bytes) {
-  const out = [];
-  for (let i = 0; i < bytes.length; i += 3 * 16384) {
-    out.push(btoa(String.fromCharCode.apply(null, bytes.subarray(i, Math.min(bytes.length, i + 3 * 16384)))));
-  }
-  return out.join('');
-}
-
-/** Bytes of a long base64 string (atob over pieces of a multiple of 4 characters). */
-function unbase64Large(text) {
-  if (typeof text !== 'string' || text.length % 4 !== 0) throw new Error('not base64');
-  const parts = [];
-  let n = 0;
-  for (let i = 0; i < text.length; i += 4 * 16384) {
-    const bin = atob(text.slice(i, i + 4 * 16384));
-    const p = new Uint8Array(bin.length);
-    for (let j = 0; j < bin.length; j++) p[j] = bin.charCodeAt(j);
-    parts.push(p);
-    n += p.length;
-  }
-  const out = new Uint8Array(n);
-  let pos = 0;
-  for (const p of parts) {
-    out.set(p, pos);
-    pos += p.length;
-  }
-  return out;
-}
+export const OPEN_LIMIT = 2 * 2 ** 30;
 
 /** Length of the attestation nonce the page sends. */
 export const ATTESTATION_NONCE_LEN = 32;
@@ -517,56 +486,33 @@ export class PodClient {
    * chunk, receipt checked. The plaintext is returned only when the last chunk has authenticated and the receipt
    * names this request and this response; on any failure nothing is returned.
    *
-   * Documents up to {@link STREAM_LIMIT} go through `POST /pod/re-encrypt/stream` (a Blob body, the answer read
-   * with a reader as it arrives). Larger ones, up to {@link WHOLE_LIMIT}, go through `POST /pod/re-encrypt` (JSON):
-   * a browser's fetch sends the whole request body before it reads any of the answer, while the proxy streams
-   * its answer as the body arrives, holding only a few chunks; once the socket buffers between them are full
-   * (measured on Linux: between 8 and 16 MiB) both sides wait for each other forever. Larger documents are
-   * refused before anything is sent (podctl opens them).
+   * Every document goes through `POST /pod/re-encrypt/stream` (a Blob body, the answer read with a reader as it
+   * arrives). A browser's fetch sends the whole request body before it reads any of the answer; the proxy spools
+   * its answer (to disk beyond 1 MiB, ciphertext only) so that the upload always completes, and it reads the whole
+   * body before it answers a refusal, so a refusal arrives as an answer rather than as a cut connection.
    * @param {{file: Blob, keys: import('./keys.js').UserKeys,
-   *   onPhase?: (phase: 'sending' | 'retrying' | 'receiving' | 'checking', via: 'stream' | 'whole') => void,
+   *   onPhase?: (phase: 'sending' | 'receiving' | 'checking') => void,
    *   onProgress?: (plaintextDone: number, plaintextTotal: number) => void}} o
    * @returns {Promise<{blob: Blob, size: number, docId: Uint8Array, roomId: Uint8Array,
-   *   receipt: import('./audit.js').Receipt, pod: VerifiedPod, via: 'stream' | 'whole'}>}
+   *   receipt: import('./audit.js').Receipt, pod: VerifiedPod}>}
    */
   async open({ file, keys, onPhase, onProgress }) {
     const { header, bodyStart } = await PodClient.readSealedHeader(file);
-    if (file.size > WHOLE_LIMIT) {
+    if (file.size > OPEN_LIMIT) {
       throw new PodApiError('local', `This document is ${Math.ceil(file.size / 2 ** 20)} MiB; the browser opens ` +
-        `documents of up to ${WHOLE_LIMIT / 2 ** 20} MiB. Open it with \`podctl open\`. Nothing was sent.`);
+        `documents of up to ${OPEN_LIMIT / 2 ** 30} GiB. Open it with \`podctl open\`. Nothing was sent.`);
     }
     const pod = await this.verify();
-    let request = await signedRequest({
+    const request = await signedRequest({
       keys, roomId: header.roomId, docId: header.docId, headerHash: await headerHash(header),
       podFingerprint: pod.fingerprintBytes,
     });
     const total = plaintextLength(file.size - bodyStart);
     if (!this.verified) throw new PodApiError('not_verified', 'The pod has not been verified; nothing was sent.');
-    let via = file.size <= STREAM_LIMIT ? 'stream' : 'whole';
-    onPhase?.('sending', via);
-    let sent;
-    if (via === 'stream') {
-      try {
-        sent = await this.#sendStream(file, keys, request);
-      } catch (e) {
-        // The connection was cut before any answer. The proxy answers a refusal (revoked, budget spent, …) as
-        // soon as it has read the document's header and closes the connection without reading the rest, which a
-        // browser still sending the body sees only as a network error. Ask once more through the JSON endpoint,
-        // which reads the whole body before it answers, with a fresh request (the pod refuses replays).
-        if (!(e instanceof PodApiError && e.kind === 'unreachable' && !e.timedOut)) throw e;
-        via = 'whole';
-        onPhase?.('retrying', via);
-        request = await signedRequest({
-          keys, roomId: header.roomId, docId: header.docId, headerHash: await headerHash(header),
-          podFingerprint: pod.fingerprintBytes,
-        });
-        sent = await this.#sendWhole(file, keys, request);
-      }
-    } else {
-      sent = await this.#sendWhole(file, keys, request);
-    }
+    onPhase?.('sending');
+    const sent = await this.#sendStream(file, keys, request);
     const { source, receiptB64, cancel } = sent;
-    onPhase?.('receiving', via);
+    onPhase?.('receiving');
     const opener = new DocumentOpener({ keys, expect: { kind: KIND_RE_ENCRYPTED, roomId: header.roomId, docId: header.docId } });
     const parts = [];
     let done = 0;
@@ -596,7 +542,7 @@ export class PodClient {
       parts.length = 0;
       throw e;
     }
-    onPhase?.('checking', via);
+    onPhase?.('checking');
     let receipt;
     try {
       if (!receiptB64) throw new Error('the answer carries no receipt');
@@ -610,7 +556,7 @@ export class PodClient {
     }
     return {
       blob: new Blob(parts, { type: 'application/octet-stream' }), size: done, docId: header.docId, roomId: header.roomId,
-      receipt, pod, via,
+      receipt, pod,
     };
   }
 
@@ -653,30 +599,5 @@ export class PodClient {
       }
     }
     return { source: source(), receiptB64: r.headers.get('x-pod-receipt'), cancel: () => reader.cancel().catch(() => {}) };
-  }
-
-  /** `POST /pod/re-encrypt` (JSON, whole document both ways): the copy in 64 KiB pieces, and its receipt. */
-  async #sendWhole(file, keys, request) {
-    const sealed = new Uint8Array(await file.arrayBuffer());
-    const pem = `-----BEGIN PUBLIC KEY-----\n${toBase64(keys.encSpki)}\n-----END PUBLIC KEY-----\n`;
-    const r = await this.#fetch('/pod/re-encrypt', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ encrypted_blob: base64Large(sealed), user_public_key: pem, auth_token: toBase64(request.bytes) }),
-    });
-    if (!r.ok) throw await this.#errorFrom(r);
-    let document;
-    let receiptB64;
-    try {
-      const v = await r.json();
-      document = unbase64Large(v.re_encrypted_content);
-      receiptB64 = v.receipt;
-    } catch (e) {
-      throw new PodApiError('integrity', 'the pod\'s answer is not {re_encrypted_content, receipt} in base64', { cause: e });
-    }
-    async function* source() {
-      for (let i = 0; i < document.length; i += 65536) yield document.subarray(i, Math.min(document.length, i + 65536));
-    }
-    return { source: source(), receiptB64: typeof receiptB64 === 'string' ? receiptB64 : null, cancel: () => {} };
   }
 }
