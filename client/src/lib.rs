@@ -476,14 +476,7 @@ impl PodClient {
         )
         .await;
         let finish = (|| -> Result<(), ClientError> {
-            let (status, headers, error_body) = result.map_err(|e| ClientError::Unreachable {
-                url: self.url.clone(),
-                detail: e.to_string(),
-            })?;
-            if status != 200 {
-                let v: Value = serde_json::from_slice(&error_body).unwrap_or_default();
-                return Err(refused(status, &v));
-            }
+            let headers = self.streamed(result)?;
             let mut opener = opener
                 .take()
                 .ok_or_else(|| ClientError::Integrity("no document came back".into()))?;
@@ -589,6 +582,24 @@ impl PodClient {
         self.audit_with(&[])
             .await
             .map(|(entries, summary, _)| (entries, summary))
+    }
+}
+
+impl PodClient {
+    /// The response headers of a finished streaming exchange, or the pod's refusal, or why it did not arrive.
+    fn streamed(
+        &self,
+        result: Result<(u16, hyper::HeaderMap, Vec<u8>), Box<dyn std::error::Error>>,
+    ) -> Result<hyper::HeaderMap, ClientError> {
+        let (status, headers, error_body) = result.map_err(|e| ClientError::Unreachable {
+            url: self.url.clone(),
+            detail: e.to_string(),
+        })?;
+        if status != 200 {
+            let v: Value = serde_json::from_slice(&error_body).unwrap_or_default();
+            return Err(refused(status, &v));
+        }
+        Ok(headers)
     }
 }
 

@@ -15,7 +15,7 @@
 //! the new key with its journal line present (skipped). Nothing is rotated twice into an unknown state, and the
 //! certificate is built from the journal, so it names exactly the documents on disk.
 
-use crate::{ClientError, PodClient, VerifiedPod, b64, https, refused, unb64};
+use crate::{ClientError, PodClient, VerifiedPod, b64, https, unb64};
 use base64::Engine as _;
 use pod_protocol::envelope;
 use pod_protocol::keys::HASH_LEN;
@@ -289,14 +289,7 @@ impl PodClient {
         if let Some(e) = write_err {
             return Err(ClientError::Local(e));
         }
-        let (status, headers, error_body) = result.map_err(|e| ClientError::Unreachable {
-            url: self.url.clone(),
-            detail: e.to_string(),
-        })?;
-        if status != 200 {
-            let v: Value = serde_json::from_slice(&error_body).unwrap_or_default();
-            return Err(refused(status, &v));
-        }
+        let headers = self.streamed(result)?;
         if mode == Mode::Rewrap {
             // The new header, then the unchanged body from the original.
             let mut f = std::fs::File::open(input).map_err(|e| local(input, e))?;

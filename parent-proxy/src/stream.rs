@@ -80,20 +80,7 @@ pub async fn re_encrypt(
             .map_err(|_| ApiError::Internal("the re-encryption task failed".into()))?
     }
     .await;
-    match started {
-        Ok(conversation) => Ok(respond(
-            parent,
-            conversation,
-            body,
-            buf,
-            false,
-            "x-pod-receipt",
-        )),
-        Err(e) => {
-            crate::spool::drain(&mut body, DRAIN_CAP, READ_TIMEOUT).await;
-            Err(e)
-        }
-    }
+    answer(parent, started, body, buf, false, "x-pod-receipt").await
 }
 
 /// `POST /pod/rotate/stream` (`x-pod-rotation-mode: rewrap | re-encrypt`): moves one stored document to the
@@ -128,15 +115,29 @@ pub async fn rotate(
             .map_err(|_| ApiError::Internal("the rotation task failed".into()))?
     }
     .await;
+    let passthrough = mode == Some(pod_protocol::rotation::Mode::Rewrap);
+    answer(
+        parent,
+        started,
+        body,
+        buf,
+        passthrough,
+        "x-pod-rotation-item",
+    )
+    .await
+}
+
+/// The answer to a started conversation, or, after draining the request, its refusal.
+async fn answer(
+    parent: Arc<Parent>,
+    started: Result<crate::parent::Conversation, ApiError>,
+    mut body: Incoming,
+    buf: Vec<u8>,
+    passthrough: bool,
+    receipt_header: &'static str,
+) -> Result<Response<Body>, ApiError> {
     match started {
-        Ok(conversation) => Ok(respond(
-            parent,
-            conversation,
-            body,
-            buf,
-            mode == Some(pod_protocol::rotation::Mode::Rewrap),
-            "x-pod-rotation-item",
-        )),
+        Ok(c) => Ok(respond(parent, c, body, buf, passthrough, receipt_header)),
         Err(e) => {
             crate::spool::drain(&mut body, DRAIN_CAP, READ_TIMEOUT).await;
             Err(e)

@@ -416,6 +416,42 @@ pub mod local {
             self.child.id()
         }
 
+        /// A `PodClient` for this pod: its TLS certificate, the mock root and its PCR file.
+        pub fn client(&self) -> pod_client::PodClient {
+            let read = |name: &str| std::fs::read_to_string(self.state.join(name)).unwrap();
+            pod_client::PodClient::new(
+                &self.url,
+                Some(&read("tls/cert.pem")),
+                Some(&read("mock-root.pem")),
+                &read("pcrs.json"),
+            )
+            .unwrap()
+        }
+
+        /// A new room owned by a fresh user, with a second fresh user granted: `(owner, member, room id)`.
+        pub async fn room_with_member(
+            &self,
+            c: &pod_client::PodClient,
+        ) -> (
+            pod_protocol::keys::UserSecrets,
+            pod_protocol::keys::UserSecrets,
+            [u8; 32],
+        ) {
+            let owner = pod_protocol::keys::UserSecrets::generate().unwrap();
+            let member = pod_protocol::keys::UserSecrets::generate().unwrap();
+            let room = c.create_room(&owner).await.unwrap();
+            let bundle = member.bundle.as_bytes().to_vec();
+            c.change(
+                &room,
+                &owner,
+                pod_protocol::membership::Action::Grant,
+                bundle,
+            )
+            .await
+            .unwrap();
+            (owner, member, room)
+        }
+
         /// The process id of the enclave this pod started (empty when it is not running).
         pub fn enclave_pid(&self) -> String {
             let out = Command::new("pgrep")

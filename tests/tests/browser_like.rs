@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use pod_protocol::envelope::{self, Kind};
-use pod_protocol::keys::{EncryptionKey, UserSecrets};
+use pod_protocol::keys::EncryptionKey;
 use pod_protocol::membership::Action;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,25 +67,9 @@ async fn a_client_that_sends_everything_first_gets_its_document_and_its_refusal(
     let pod = pod_tests::local::start_unbudgeted();
     let s = &pod.state;
     let cacert = std::fs::read_to_string(s.join("tls/cert.pem")).unwrap();
-    let c = pod_client::PodClient::new(
-        &pod.url,
-        Some(&cacert),
-        Some(&std::fs::read_to_string(s.join("mock-root.pem")).unwrap()),
-        &std::fs::read_to_string(s.join("pcrs.json")).unwrap(),
-    )
-    .unwrap();
+    let c = pod.client();
     let verified = c.attest().await.unwrap();
-    let owner = UserSecrets::generate().unwrap();
-    let member = UserSecrets::generate().unwrap();
-    let room = c.create_room(&owner).await.unwrap();
-    c.change(
-        &room,
-        &owner,
-        Action::Grant,
-        member.bundle.as_bytes().to_vec(),
-    )
-    .await
-    .unwrap();
+    let (owner, member, room) = pod.room_with_member(&c).await;
     // 24 MiB: far more than the proxy holds in memory for one answer (1 MiB) and than socket buffers absorb.
     let plain: Vec<u8> = (0..24 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     let sealed = envelope::seal(

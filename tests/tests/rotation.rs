@@ -13,7 +13,6 @@
 use pod_client::{ClientError, PodClient};
 use pod_protocol::envelope::{self, Kind};
 use pod_protocol::keys::{EncryptionKey, UserSecrets};
-use pod_protocol::membership::Action;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -39,17 +38,6 @@ fn ok(out: Output, what: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn client(pod: &pod_tests::local::LocalPod) -> PodClient {
-    let s = &pod.state;
-    PodClient::new(
-        &pod.url,
-        Some(&std::fs::read_to_string(s.join("tls/cert.pem")).unwrap()),
-        Some(&std::fs::read_to_string(s.join("mock-root.pem")).unwrap()),
-        &std::fs::read_to_string(s.join("pcrs.json")).unwrap(),
-    )
-    .unwrap()
 }
 
 fn plaintext(i: usize) -> Vec<u8> {
@@ -112,21 +100,17 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("documents");
     let state = pod.state.clone();
+    let run = |url: &str, args: &[&str], what: &str| {
+        ok(
+            podctl(work.path(), &state, url, args).output().unwrap(),
+            what,
+        )
+    };
 
     // A room with a member, and 1,000 documents sealed to the verified pod key.
-    let c = client(&pod);
+    let c = pod.client();
     let k1 = c.attest().await.unwrap();
-    let owner = UserSecrets::generate().unwrap();
-    let member = UserSecrets::generate().unwrap();
-    let room = c.create_room(&owner).await.unwrap();
-    c.change(
-        &room,
-        &owner,
-        Action::Grant,
-        member.bundle.as_bytes().to_vec(),
-    )
-    .await
-    .unwrap();
+    let (_owner, member, room) = pod.room_with_member(&c).await;
     for i in 0..DOCS {
         let sealed = envelope::seal(
             Kind::SealedToPod,
@@ -159,12 +143,7 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     assert!(String::from_utf8_lossy(&out.stderr).contains("podctl rotate prepare"));
 
     // Prepare: local mode makes a KMS key for the successor, the enclave runs the ceremony under it.
-    let text = ok(
-        podctl(work.path(), &state, &pod.url, &["rotate", "prepare"])
-            .output()
-            .unwrap(),
-        "rotate prepare",
-    );
+    let text = run(&pod.url, &["rotate", "prepare"], "rotate prepare");
     let k2_hex = text.split_whitespace().nth(3).unwrap().to_owned();
     assert_eq!(k2_hex.len(), 64);
     assert_ne!(k2_hex, hex::encode(k1.fingerprint));
@@ -210,15 +189,9 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     );
 
     // Resumed: finishes, skips what was done, writes and checks the certificate.
-    let text = ok(
-        podctl(
-            work.path(),
-            &state,
-            &pod.url,
-            &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
-        )
-        .output()
-        .unwrap(),
+    let text = run(
+        &pod.url,
+        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
         "rotate run (resumed)",
     );
     assert!(
@@ -237,15 +210,9 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
         assert_eq!(&body, old_body, "doc {i}: a rewrap keeps the body");
     }
     // A third run has nothing left to do.
-    let text = ok(
-        podctl(
-            work.path(),
-            &state,
-            &pod.url,
-            &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
-        )
-        .output()
-        .unwrap(),
+    let text = run(
+        &pod.url,
+        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
         "rotate run (idempotent)",
     );
     assert!(
@@ -314,7 +281,7 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
 
     // Promote (proxy stopped), restart: the successor is the pod key, every document opens through it.
     pod.restart_with(|| promote(&state));
-    let c = client(&pod);
+    let c = pod.client();
     let k2 = c.attest().await.unwrap();
     assert_eq!(hex::encode(k2.fingerprint), k2_hex);
     let t = Instant::now();
@@ -342,33 +309,22 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     // Compromise mode: fresh document keys; every body changes, every document still opens after promotion.
     let before: Vec<(envelope::Header, Vec<u8>)> =
         (0..DOCS).map(|i| header_of(&doc_path(&dir, i))).collect();
-    let text = ok(
-        podctl(work.path(), &state, &pod.url, &["rotate", "prepare"])
-            .output()
-            .unwrap(),
-        "prepare 2",
-    );
+    let text = run(&pod.url, &["rotate", "prepare"], "prepare 2");
     let k3_hex = text.split_whitespace().nth(3).unwrap().to_owned();
-    let text = ok(
-        podctl(
-            work.path(),
-            &state,
-            &pod.url,
-            &[
-                "rotate",
-                "run",
-                "--dir",
-                "documents",
-                "--mode",
-                "re-encrypt",
-                "--journal",
-                "j2.jsonl",
-                "--certificate",
-                "c2.cbor",
-            ],
-        )
-        .output()
-        .unwrap(),
+    let text = run(
+        &pod.url,
+        &[
+            "rotate",
+            "run",
+            "--dir",
+            "documents",
+            "--mode",
+            "re-encrypt",
+            "--journal",
+            "j2.jsonl",
+            "--certificate",
+            "c2.cbor",
+        ],
         "rotate run (re-encrypt)",
     );
     assert!(
@@ -393,27 +349,21 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
             .count();
         assert_eq!(same, 0, "doc {i}: the body was not encrypted again");
     }
-    ok(
-        podctl(
-            work.path(),
-            &state,
-            &pod.url,
-            &[
-                "rotate",
-                "verify",
-                "c2.cbor",
-                "--dir",
-                "documents",
-                "--old-pod",
-                &k2_hex,
-            ],
-        )
-        .output()
-        .unwrap(),
+    run(
+        &pod.url,
+        &[
+            "rotate",
+            "verify",
+            "c2.cbor",
+            "--dir",
+            "documents",
+            "--old-pod",
+            &k2_hex,
+        ],
         "rotate verify (re-encrypt)",
     );
     pod.restart_with(|| promote(&state));
-    let c = client(&pod);
+    let c = pod.client();
     assert_eq!(hex::encode(c.attest().await.unwrap().fingerprint), k3_hex);
     open_all(&c, &member, &dir).await;
 }

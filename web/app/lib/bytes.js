@@ -50,6 +50,15 @@ export function utf8(s) {
  * @returns {Uint8Array}
  */
 export function concat(...parts) {
+  return concatAll(parts);
+}
+
+/**
+ * Concatenates a list of byte arrays (any length of list: no argument spreading).
+ * @param {Uint8Array[]} parts
+ * @returns {Uint8Array}
+ */
+export function concatAll(parts) {
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);

@@ -5,6 +5,8 @@
 // is bounded before it allocates: every length is checked against the bytes that remain, nesting is limited, and
 // trailing bytes are refused. Integers above 2^53 - 1 decode as BigInt so that nothing is silently rounded.
 
+import { concatAll } from './bytes.js';
+
 export class CborError extends Error {
   constructor(message) {
     super(message);
@@ -199,15 +201,7 @@ class Reader {
 export function encode(value) {
   const out = [];
   write(out, value);
-  let n = 0;
-  for (const part of out) n += part.length;
-  const bytes = new Uint8Array(n);
-  let pos = 0;
-  for (const part of out) {
-    bytes.set(part, pos);
-    pos += part.length;
-  }
-  return bytes;
+  return concatAll(out);
 }
 
 function head(major, n) {
