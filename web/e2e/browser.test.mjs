@@ -4,7 +4,8 @@
 //   cd web && npm ci && node --test e2e/
 //
 // Environment: POD_BIN_DIR (default: the repository's target/debug; build with `cargo build --workspace --bins`),
-// CHROMIUM (default /usr/bin/chromium). Screenshots of the main screens go to docs/screenshots/.
+// CHROMIUM (default /usr/bin/chromium). Screenshots of the main screens go to a temporary directory, or to
+// docs/screenshots/ with POD_SCREENSHOTS=1 (so that a test run does not rewrite committed files).
 //
 // What it shows, with separate browser contexts (separate storage) for the owner and the member:
 //  1. both pages verify the pod from the PCR file and mock root loaded through the page's own inputs;
@@ -24,6 +25,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdtemp, mkdir, readFile, writeFile, rm, access, constants } from 'node:fs/promises';
+import { mkdtempSync } from 'node:fs';
 import { randomBytes, generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +36,9 @@ const run = promisify(execFile);
 const here = (rel) => fileURLToPath(new URL(rel, import.meta.url));
 const BIN = process.env.POD_BIN_DIR || here('../../target/debug');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const SHOTS = here('../../docs/screenshots');
+const SHOTS = process.env.POD_SCREENSHOTS === '1'
+  ? here('../../docs/screenshots')
+  : mkdtempSync(join(tmpdir(), 'pod-screenshots-'));
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync', '--ignore-certificate-errors'];
 const STEP = 30_000; // the longest any single wait may take
