@@ -417,9 +417,16 @@ function renderRoom(entriesCount) {
   refreshControls();
 }
 
+/** The head this page saw of a room, for the rollback check of the next read or change. */
+function seenOf(roomIdHex) {
+  const r = state.rooms.find((x) => x.id === roomIdHex);
+  return r ? { seenSeq: r.seenSeq, seenHead: r.seenHead } : {};
+}
+
 async function noteSeen(room) {
   const r = state.rooms.find((x) => x.id === toHex(room.roomId));
-  if (r) {
+  // Never backwards: a room read through the rollback check is at or after the head saved before.
+  if (r && (r.seenSeq === undefined || room.seq >= r.seenSeq)) {
     r.seenSeq = room.seq;
     r.seenHead = toHex(room.head);
     await saveRooms();
@@ -486,7 +493,7 @@ function grant() {
   return act(roomWhere, async () => {
     const bundle = await parsePublic($('grant-pub').value);
     setStatus($('room-status'), 'Verifying the pod, then signing the grant…', 'busy');
-    const room = await client.grant({ keys: state.keys, roomId: state.currentRoomId, bundle });
+    const room = await client.grant({ keys: state.keys, roomId: state.currentRoomId, bundle, seen: seenOf(state.currentRoomId) });
     state.room = room;
     await noteSeen(room);
     renderRoom();
@@ -502,7 +509,9 @@ function revoke(userIdHex) {
   if (!ok) return undefined;
   return act(roomWhere, async () => {
     setStatus($('room-status'), 'Verifying the pod, then signing the revocation…', 'busy');
-    const room = await client.revoke({ keys: state.keys, roomId: state.currentRoomId, userId: fromHex(userIdHex) });
+    const room = await client.revoke({
+      keys: state.keys, roomId: state.currentRoomId, userId: fromHex(userIdHex), seen: seenOf(state.currentRoomId),
+    });
     state.room = room;
     await noteSeen(room);
     renderRoom();
@@ -582,8 +591,12 @@ function openDoc() {
     bar.value = 1;
     const fileName = safeFileName(name, 'document');
     offerDownload($('open-download'), result.blob, fileName, `Save “${fileName}” (${formatBytes(result.size)})`);
-    setStatus($('open-status'), `Opened “${name}” (${formatBytes(result.size)}). Every chunk authenticated; the pod's ` +
-      `signed receipt names this request and logs it as audit entry ${result.receipt.auditSeq}.`, 'ok');
+    // What this proves: the attested pod released this copy for you and logged it. Not who sealed the document:
+    // anyone may seal to the pod key, so the header hash is shown for comparison with the one the sealer published.
+    setStatus($('open-status'), `Opened “${name}” (${formatBytes(result.size)}): released by the verified pod for ` +
+      `you, every chunk intact, and logged as audit entry ${result.receipt.auditSeq} (signed receipt checked). ` +
+      `Document header hash ${short(toHex(result.headerHash), 16)} — compare it with the sealer's if it matters ` +
+      'who wrote it.', 'ok');
   });
 }
 

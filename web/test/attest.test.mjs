@@ -240,6 +240,13 @@ test('stale and future documents are refused when maxAgeMs is given', async () =
   await refuses(verifyAttestation(doc, policy(v.ts - 120_000)), 'future');
   await verifyAttestation(doc, policy(v.ts - 30_000));
   await refuses(verifyAttestation(doc, pinned(v, { now: 'document', maxAgeMs: 1 })), 'options');
+  // What the page does: certificates at the document's time, the document's age by the local clock. A document
+  // whose certificates were valid long ago (a leaked, since expired key signing a fresh nonce) is refused.
+  const page = (clockMs) => pinned(v, { now: 'document', clockMs, maxAgeMs: 300_000, maxFutureMs: 300_000 });
+  await verifyAttestation(doc, page(v.ts + 60_000));
+  await verifyAttestation(doc, page(v.ts - 240_000));
+  await refuses(verifyAttestation(doc, page(v.ts + 86_400_000)), 'stale');
+  await refuses(verifyAttestation(doc, page(v.ts - 400_000)), 'future');
 });
 
 test('expected public_key and user_data must be bound', async () => {

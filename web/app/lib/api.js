@@ -9,7 +9,7 @@
 
 import { verifyAttestation, podBinding, AttestationError } from './attest.js';
 import {
-  PodFormatError, toHex, fromHex, toBase64, fromBase64, randomBytes,
+  PodFormatError, toHex, fromHex, toBase64, fromBase64, randomBytes, equalBytes,
   readHeader, headerHash, DocumentOpener, sealToPodStream, signedRequest, verifyReceipt,
   createRoom, replayMembership, grantEntry, revokeEntry, entryHash,
   KIND_SEALED_TO_POD, KIND_RE_ENCRYPTED, PREFIX_LEN, MAX_HEADER_LEN, SEALED_CHUNK_SIZE, TAG_LEN,
@@ -48,6 +48,12 @@ export class PodApiError extends Error {
  * `podctl open` streams any size to disk.
  */
 export const OPEN_LIMIT = 2 * 2 ** 30;
+
+/** Overwrites plaintext pieces before dropping them, so a refused copy does not linger until garbage collection. */
+function wipe(parts) {
+  for (const p of parts) p.fill(0);
+  parts.length = 0;
+}
 
 /** Length of the attestation nonce the page sends. */
 export const ATTESTATION_NONCE_LEN = 32;
@@ -331,7 +337,13 @@ export class PodClient {
         rootsDer: this.policy.rootsDer,
         expectedPcrs: this.policy.expectedPcrs,
         nonce,
+        // Certificates at the document's own time (AWS leaves start seconds before it), and that time within five
+        // minutes of this computer's clock: so the chain is valid now, within the same window the pod allows for
+        // requests, and a certificate that expired long ago cannot vouch for a document, whatever it claims.
         now: 'document',
+        clockMs: Date.now(),
+        maxAgeMs: 5 * 60_000,
+        maxFutureMs: 5 * 60_000,
       });
       binding = await podBinding(att);
     } catch (e) {
@@ -406,9 +418,11 @@ export class PodClient {
     return { room, entries };
   }
 
-  async #change(roomId, sign) {
+  async #change(roomId, sign, seen = {}) {
     await this.verify();
-    const { room } = await this.#room(roomId);
+    // The log must still contain the head this page saw: signing on top of a rolled-back log would give the
+    // stale branch (say, one from before a revocation) a fresh signature.
+    const { room } = await this.#room(roomId, seen);
     let entry;
     let next;
     try {
@@ -424,18 +438,19 @@ export class PodClient {
 
   /**
    * Grants a user (their bundle, from their .pub) access to a room; `keys` must be the owner's or an admin's.
+   * `seen` is the head this page saw before (the log must still contain it).
    * @returns {Promise<import('./membership.js').Room>} the room as it now is
    */
-  grant({ keys, roomId, bundle }) {
-    return this.#change(roomId, (room) => grantEntry({ keys, room, bundle }));
+  grant({ keys, roomId, bundle, seen }) {
+    return this.#change(roomId, (room) => grantEntry({ keys, room, bundle }), seen);
   }
 
   /**
    * Revokes a member.
    * @returns {Promise<import('./membership.js').Room>}
    */
-  revoke({ keys, roomId, userId }) {
-    return this.#change(roomId, (room) => revokeEntry({ keys, room, userId }));
+  revoke({ keys, roomId, userId, seen }) {
+    return this.#change(roomId, (room) => revokeEntry({ keys, room, userId }), seen);
   }
 
   // ---- Documents -----------------------------------------------------------------------------------------------
@@ -503,6 +518,10 @@ export class PodClient {
         `documents of up to ${OPEN_LIMIT / 2 ** 30} GiB. Open it with \`podctl open\`. Nothing was sent.`);
     }
     const pod = await this.verify();
+    if (!equalBytes(header.recipient, pod.fingerprintBytes)) {
+      throw new PodApiError('local', `This document is sealed to pod key ${toHex(header.recipient).slice(0, 16)}…, not to ` +
+        `this pod's key ${pod.fingerprint.slice(0, 16)}… (after a key rotation, open the rotated copy). Nothing was sent.`);
+    }
     const request = await signedRequest({
       keys, roomId: header.roomId, docId: header.docId, headerHash: await headerHash(header),
       podFingerprint: pod.fingerprintBytes,
@@ -539,7 +558,7 @@ export class PodClient {
       }
     } catch (e) {
       cancel();
-      parts.length = 0;
+      wipe(parts);
       throw e;
     }
     onPhase?.('checking');
@@ -551,11 +570,12 @@ export class PodClient {
         requestHash: request.requestHash, responseHeaderHash: opener.headerHash,
       });
     } catch (e) {
-      parts.length = 0;
+      wipe(parts);
       throw fail('the receipt does not check out', e);
     }
     return {
       blob: new Blob(parts, { type: 'application/octet-stream' }), size: done, docId: header.docId, roomId: header.roomId,
+      headerHash: await headerHash(header),
       receipt, pod,
     };
   }

@@ -653,8 +653,11 @@ function checkBound(expected, got, code, name) {
  * @param {Date|number|'document'} [options.now]  the time certificates must be valid at: a Date or ms since the
  *   epoch; default the current clock. `'document'` checks them at the document's own timestamp instead, which
  *   proves the document was valid when made but not that it is recent: use it only together with a fresh nonce.
- * @param {number} [options.maxAgeMs]  refuse documents older than this (and more than 60 s in the future),
- *   relative to `now`; needs a real clock, so it cannot be combined with now: 'document'.
+ * @param {number} [options.maxAgeMs]  refuse documents older than this (and more than `maxFutureMs` in the
+ *   future), relative to `now`, or to `clockMs` when certificates are checked at the document's time.
+ * @param {number} [options.clockMs]  with now: 'document', the local clock the document's age is measured against:
+ *   certificates are valid at the document's time, and that time must be recent, so together they are valid now.
+ * @param {number} [options.maxFutureMs]  how far ahead of the clock a document may be (default 60 s).
  * @param {boolean} [options.allowDebug]  accept a debug-mode enclave (its memory is open to its host). Never in
  *   production.
  * @param {Uint8Array|null} [options.publicKey]  the public_key the document must bind, if known in advance.
@@ -711,9 +714,14 @@ export async function verifyAttestation(docBytes, options = {}) {
   if (maxAgeMs !== null && !(typeof maxAgeMs === 'number' && maxAgeMs >= 0)) {
     throw new AttestationError('options', 'maxAgeMs must be a non-negative number');
   }
-  if (maxAgeMs !== null && now === 'document') {
-    throw new AttestationError('options', "maxAgeMs needs a real clock: it cannot be combined with now: 'document'");
+  const clockMs = options.clockMs ?? null;
+  if (clockMs !== null && !Number.isSafeInteger(clockMs)) {
+    throw new AttestationError('options', 'clockMs must be milliseconds since the epoch');
   }
+  if (maxAgeMs !== null && now === 'document' && clockMs === null) {
+    throw new AttestationError('options', "maxAgeMs with now: 'document' needs clockMs, the clock to measure the age by");
+  }
+  const maxFutureMs = options.maxFutureMs ?? LIMITS.MAX_CLOCK_SKEW_MS;
 
   const cose = parseCose(doc);
   const p = parsePayload(cose.payload);
@@ -771,14 +779,16 @@ export async function verifyAttestation(docBytes, options = {}) {
     }
   }
   if (maxAgeMs !== null) {
-    if (p.timestamp > at) {
-      const ahead = p.timestamp - at;
-      if (ahead > LIMITS.MAX_CLOCK_SKEW_MS) {
+    const ref = now === 'document' ? clockMs : at;
+    if (p.timestamp > ref) {
+      const ahead = p.timestamp - ref;
+      if (ahead > maxFutureMs) {
         const why = `the document's timestamp is ${ahead} ms in the future; check this computer's clock`;
         throw new AttestationError('future', why);
       }
-    } else if (at - p.timestamp > maxAgeMs) {
-      const why = `the document is ${at - p.timestamp} ms old, more than the ${maxAgeMs} ms allowed; fetch a fresh one`;
+    } else if (ref - p.timestamp > maxAgeMs) {
+      const why = `the document is ${ref - p.timestamp} ms old by this computer's clock, more than the ${maxAgeMs} ms ` +
+        'allowed; fetch a fresh one, and check the clock';
       throw new AttestationError('stale', why);
     }
   }

@@ -148,6 +148,8 @@ export async function readText(file, max = 65536) {
  */
 export function safeFileName(name, fallback) {
   // eslint-disable-next-line no-control-regex
-  const s = name.replace(/[\u0000-\u001f\u007f/\\:*?"<>|]/g, '_').replace(/^\.+/, '_').trim();
+  // Also the bidirectional controls (U+200E/F, U+202A-E, U+2066-9): "invoice\u202Efdp.exe" must not display as a PDF.
+  const s = name.replace(/[\u0000-\u001f\u007f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\:*?"<>|]/g, '_')
+    .replace(/^\.+/, '_').trim();
   return s.length ? s.slice(0, 120) : fallback;
 }
