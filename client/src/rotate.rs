@@ -309,8 +309,21 @@ impl PodClient {
         let item = SignedItem::parse_verified(&item_bytes, &pod.receipt_key).map_err(|_| {
             ClientError::Integrity("the rotation item is not signed by the attested pod".into())
         })?;
-        let (new_header, _) = read_head(out)?
+        let (new_header, new_start) = read_head(out)?
             .ok_or_else(|| ClientError::Integrity("the moved document has no header".into()))?;
+        // STREAM keeps lengths: a body of another length is a cut-off answer, never to be renamed over the original.
+        let len = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| local(p, e))
+        };
+        let old_body = len(input)?.saturating_sub(*body_start as u64);
+        let new_body = len(out)?.saturating_sub(new_start as u64);
+        if old_body != new_body {
+            return Err(ClientError::Integrity(format!(
+                "the moved document's body is {new_body} bytes, the original's {old_body}: the answer was cut off"
+            )));
+        }
         let i = item.item();
         if i.mode != mode
             || i.new_pod != *next
@@ -491,23 +504,32 @@ impl PodClient {
     }
 }
 
-/// Checks a certificate file; with `old_pod`, that it was made by that pod key; with `dir`, that every sealed
-/// document there is one the certificate names as moved (its header hash is an item's new header hash).
+/// Checks a certificate file: signed by the receipt key whose fingerprint is `receipt_key` (as the old pod's
+/// attestation showed it: the certificate names its own key, so this comparison is what ties it to the pod), for the
+/// pod key `old_pod`; with `dir`, that every sealed document there is one the certificate names as moved (its header
+/// hash is an item's new header hash).
 pub fn verify_certificate(
     bytes: &[u8],
-    old_pod: Option<&[u8; HASH_LEN]>,
+    old_pod: &[u8; HASH_LEN],
+    receipt_key: &[u8; HASH_LEN],
     dir: Option<&Path>,
 ) -> Result<(rotation::Certificate, Vec<rotation::Item>), ClientError> {
     let (c, items) = rotation::verify_certificate_file(bytes, MAX_DOCUMENTS).map_err(|e| {
         ClientError::Integrity(format!("the rotation certificate does not verify: {e}"))
     })?;
-    if let Some(o) = old_pod
-        && &c.old_pod != o
-    {
+    let signer = pod_protocol::keys::fingerprint(&c.old_receipt_spki);
+    if &signer != receipt_key {
+        return Err(ClientError::Integrity(format!(
+            "the certificate is signed by receipt key {}, not by the old pod's {}",
+            hex::encode(signer),
+            hex::encode(receipt_key)
+        )));
+    }
+    if &c.old_pod != old_pod {
         return Err(ClientError::Integrity(format!(
             "the certificate is by pod key {}, not {}",
             hex::encode(c.old_pod),
-            hex::encode(o)
+            hex::encode(old_pod)
         )));
     }
     if let Some(dir) = dir {

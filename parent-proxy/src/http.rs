@@ -371,7 +371,14 @@ async fn handle(
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let started = std::time::Instant::now();
-    if (path.starts_with("/admin/") || path.starts_with("/pod/rotate")) && !loopback {
+    // One spelling per route: `//admin/…` or `/pod//rotate` must not slip past the check below (the router itself
+    // ignores empty segments).
+    if path.contains("//") || !path.starts_with('/') {
+        return Ok(boxed(error_response(&ApiError::BadRequest(
+            "empty path segments are not accepted".into(),
+        ))));
+    }
+    if is_admin_path(&path) && !loopback {
         tracing::warn!(
             request_id = id,
             path,
@@ -426,6 +433,12 @@ async fn handle(
     tracing::info!(request_id = id, %method, path, status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64, "request");
     Ok(response)
+}
+
+/// The routes that answer only on the parent instance itself.
+fn is_admin_path(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(segments.as_slice(), ["admin", ..] | ["pod", "rotate", ..])
 }
 
 /// The browser client's files, with headers that keep the page to its own origin.
@@ -521,7 +534,8 @@ pub async fn run(
             else {
                 return;
             };
-            let loopback = peer.ip().is_loopback();
+            // `::ffff:127.0.0.1` (an IPv4 peer on a dual-stack listener) is loopback too.
+            let loopback = peer.ip().to_canonical().is_loopback();
             let service =
                 hyper::service::service_fn(move |req| handle(parent.clone(), req, loopback));
             let conn = hyper::server::conn::http1::Builder::new()
@@ -531,5 +545,28 @@ pub async fn run(
             let _ = tokio::time::timeout(Duration::from_secs(600), conn).await;
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_spelling_of_an_admin_route_is_one() {
+        for p in [
+            "/admin/rotation/prepare",
+            "/admin",
+            "/pod/rotate/stream",
+            "/pod/rotate",
+        ] {
+            assert!(super::is_admin_path(p), "{p}");
+        }
+        for p in [
+            "/pod/re-encrypt/stream",
+            "/pod/health",
+            "/app/admin",
+            "/rooms/admin/log",
+        ] {
+            assert!(!super::is_admin_path(p), "{p}");
+        }
     }
 }

@@ -18,6 +18,13 @@ use tokio::sync::Notify;
 /// Pieces larger than this are read back from the file in parts of this size.
 const READ_PIECE: usize = 256 * 1024;
 
+/// Bytes all spools of this process may hold on disk at once. The spool shares a file system with the audit log:
+/// clients that upload and never read must not fill it, or no audit entry could be written and nothing would be
+/// released for anyone. Past the cap, a stream fails (its client sees an error) instead.
+pub const DISK_CAP: u64 = 4 * 1024 * 1024 * 1024;
+
+static ON_DISK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[derive(Default)]
 struct State {
     memory: VecDeque<Bytes>,
@@ -84,8 +91,24 @@ pub fn channel(memory_cap: usize, dir: &Path) -> (Sender, Receiver) {
 static SPOOL_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Sender {
-    /// Queues a piece. Waits only for the disk, never for the consumer; fails once the consumer is gone.
+    /// Queues a piece. Waits only for the disk, never for the consumer; fails once the consumer is gone. Any other
+    /// failure (the disk, the spool's cap) also ends the stream with an error, so the consumer never mistakes a
+    /// cut-off stream for a complete one.
     pub async fn send(&mut self, piece: Bytes) -> std::io::Result<()> {
+        let result = self.try_send(piece).await;
+        if let Err(e) = &result {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                let mut s = self.shared.lock();
+                s.error = Some(format!("the proxy could not queue the answer: {e}"));
+                s.done = true;
+                drop(s);
+                self.shared.ready.notify_one();
+            }
+        }
+        result
+    }
+
+    async fn try_send(&mut self, piece: Bytes) -> std::io::Result<()> {
         {
             let mut s = self.shared.lock();
             if s.consumer_gone {
@@ -103,6 +126,22 @@ impl Sender {
             }
             s.spilling = true;
         }
+        let len = piece.len() as u64;
+        let before = ON_DISK.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+        if before.saturating_add(len) > DISK_CAP {
+            ON_DISK.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other(
+                "the proxy's spool is full (clients are not reading their answers)",
+            ));
+        }
+        let written = self.write_to_file(piece).await;
+        if written.is_err() {
+            ON_DISK.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+        }
+        written
+    }
+
+    async fn write_to_file(&mut self, piece: Bytes) -> std::io::Result<()> {
         if self.file.is_none() {
             std::fs::create_dir_all(&self.dir)?;
             let id = SPOOL_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -118,7 +157,17 @@ impl Sender {
             f.write_all(&piece).await?;
             f.flush().await?;
         }
-        self.shared.lock().in_file += piece.len() as u64;
+        let mut s = self.shared.lock();
+        if s.consumer_gone {
+            // The receiver's drop already settled the count; this piece will never be read.
+            ON_DISK.fetch_sub(piece.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client went away",
+            ));
+        }
+        s.in_file += piece.len() as u64;
+        drop(s);
         self.shared.ready.notify_one();
         Ok(())
     }
@@ -142,7 +191,11 @@ impl Drop for Sender {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.shared.lock().consumer_gone = true;
+        let mut s = self.shared.lock();
+        s.consumer_gone = true;
+        // What was never read back no longer counts against the cap (the file goes with its handles).
+        ON_DISK.fetch_sub(s.in_file, std::sync::atomic::Ordering::Relaxed);
+        s.in_file = 0;
     }
 }
 
@@ -162,6 +215,7 @@ impl Receiver {
                         .unwrap_or(READ_PIECE)
                         .min(READ_PIECE);
                     s.in_file -= n as u64;
+                    ON_DISK.fetch_sub(n as u64, std::sync::atomic::Ordering::Relaxed);
                     Some(n)
                 } else if s.done {
                     return s.error.take().map(|e| Err(std::io::Error::other(e)));
@@ -222,6 +276,23 @@ mod tests {
             got.extend_from_slice(&p.unwrap());
         }
         assert_eq!(got, pieces.concat());
+    }
+
+    #[tokio::test]
+    async fn a_disk_failure_ends_the_stream_with_an_error_not_a_clean_end() {
+        // A spool whose directory cannot be created (a file stands in its way).
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("not-a-dir");
+        std::fs::write(&blocker, b"x").unwrap();
+        let (mut tx, mut rx) = channel(4, &blocker.join("spool"));
+        tx.send(Bytes::from_static(b"ab")).await.unwrap();
+        assert!(tx.send(Bytes::from_static(b"cdef")).await.is_err());
+        drop(tx);
+        assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"ab");
+        assert!(
+            rx.recv().await.unwrap().is_err(),
+            "the consumer sees the failure"
+        );
     }
 
     #[tokio::test]

@@ -222,6 +222,9 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
 
     // The certificate verifies, names every document, and any change to it is caught.
     let k1_hex = hex::encode(k1.fingerprint);
+    let r1_hex = hex::encode(pod_protocol::keys::fingerprint(
+        &k1.receipt_key.to_spki_der(),
+    ));
     let verify = |cert: &str| {
         podctl(
             work.path(),
@@ -235,6 +238,8 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
                 "documents",
                 "--old-pod",
                 &k1_hex,
+                "--old-receipt-key",
+                &r1_hex,
             ],
         )
         .output()
@@ -263,6 +268,8 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
             "rotation-certificate.cbor",
             "--old-pod",
             &other,
+            "--old-receipt-key",
+            &r1_hex,
         ],
     )
     .output()
@@ -271,6 +278,61 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
         !out.status.success(),
         "a certificate from another pod key must be refused"
     );
+    // A forgery: items for every document on disk and a certificate naming the old pod, all signed by a key of the
+    // forger's. It verifies as a structure; only the receipt key ties a certificate to the pod, and that refuses it.
+    {
+        use pod_protocol::rotation::{
+            Certificate, Item, ItemFolder, Mode, encode_certificate_file,
+        };
+        let forger = pod_protocol::keys::SigningKey::generate().unwrap();
+        let next: [u8; 32] = hex::decode(&k2_hex).unwrap().try_into().unwrap();
+        let mut items: Vec<(Vec<u8>, Vec<u8>)> = (0..DOCS)
+            .map(|i| {
+                let (h, _) = header_of(&doc_path(&dir, i));
+                let old = pod_protocol::keys::labeled_hash("header", &i.to_be_bytes());
+                let item = Item {
+                    mode: Mode::Rewrap,
+                    room: *h.room(),
+                    doc: h.doc().to_vec(),
+                    old_header_hash: old,
+                    new_header_hash: h.hash(),
+                    new_pod: next,
+                }
+                .sign(&forger)
+                .unwrap();
+                (old.to_vec(), item.as_bytes().to_vec())
+            })
+            .collect();
+        items.sort();
+        let list: Vec<Vec<u8>> = items.into_iter().map(|(_, b)| b).collect();
+        let mut folder = ItemFolder::new(Mode::Rewrap, next);
+        for i in &list {
+            folder.push(i, &forger.verifying_key()).unwrap();
+        }
+        let cert = Certificate {
+            mode: Mode::Rewrap,
+            old_pod: k1.fingerprint,
+            new_pod: next,
+            old_receipt_spki: forger.verifying_key().to_spki_der(),
+            count: folder.count(),
+            root: folder.root(),
+            time_ms: 1,
+        }
+        .sign(&forger)
+        .unwrap();
+        std::fs::write(
+            work.path().join("forged.cbor"),
+            encode_certificate_file(&cert, &list),
+        )
+        .unwrap();
+        let out = verify("forged.cbor");
+        assert!(!out.status.success(), "a forged certificate was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not by the old pod's"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // The old pod, still on the old key, opens none of the moved documents.
     let sealed = std::fs::read(doc_path(&dir, 0)).unwrap();
@@ -359,6 +421,10 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
             "documents",
             "--old-pod",
             &k2_hex,
+            "--old-receipt-key",
+            &hex::encode(pod_protocol::keys::fingerprint(
+                &k2.receipt_key.to_spki_der(),
+            )),
         ],
         "rotate verify (re-encrypt)",
     );

@@ -184,7 +184,12 @@ enum RotateCommand {
         certificate: PathBuf,
         /// The old pod key's fingerprint (hex) the certificate must be from.
         #[arg(long, value_name = "HEX")]
-        old_pod: Option<String>,
+        old_pod: String,
+        /// The fingerprint (hex SHA-256 of the SPKI) of the old pod's receipt key, as its attestation showed it
+        /// (`podctl attest` and `podctl rotate run` print it). Required: a certificate names its own signing key, so
+        /// only this comparison ties it to the old pod.
+        #[arg(long, value_name = "HEX")]
+        old_receipt_key: String,
         /// Also check that every sealed document in this directory is named by the certificate.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -283,6 +288,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "pod verified: attestation signed by the pinned root, PCRs match, nonce fresh"
             );
             println!("pod key   {fpr} (pinned in {})", cli.pod.pin.display());
+            println!(
+                "receipts  {} (the receipt key's fingerprint: audit entries, receipts, rotation certificates)",
+                hex::encode(pod_protocol::keys::fingerprint(
+                    &pod.receipt_key.to_spki_der()
+                ))
+            );
             println!("config    {}", hex::encode(&pod.config_hash));
         }
         Command::Room(RoomCommand::Create { owner }) => {
@@ -456,6 +467,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 hex::encode(cert.root),
                 certificate.display()
             );
+            println!(
+                "old receipt key {} (keep it with the certificate: `podctl rotate verify` needs it)",
+                hex::encode(pod_protocol::keys::fingerprint(&cert.old_receipt_spki))
+            );
             if !report.skipped.is_empty() {
                 bail!(
                     "{} files were not moved (listed above)",
@@ -466,20 +481,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rotate(RotateCommand::Verify {
             certificate,
             old_pod,
+            old_receipt_key,
             dir,
         }) => {
             let bytes = std::fs::read(&certificate)
                 .with_context(|| format!("reading {}", certificate.display()))?;
-            let old = old_pod
-                .map(|h| {
-                    hex::decode(h.trim())
-                        .ok()
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .context("--old-pod is not a fingerprint (64 hex digits)")
-                })
-                .transpose()?;
+            let fpr = |h: &str, what: &str| {
+                hex::decode(h.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .with_context(|| format!("{what} is not a fingerprint (64 hex digits)"))
+            };
+            let old = fpr(&old_pod, "--old-pod")?;
+            let receipt = fpr(&old_receipt_key, "--old-receipt-key")?;
             let (c, items) =
-                pod_client::rotate::verify_certificate(&bytes, old.as_ref(), dir.as_deref())?;
+                pod_client::rotate::verify_certificate(&bytes, &old, &receipt, dir.as_deref())?;
             println!(
                 "rotation certificate verified: {} documents ({:?}), {} → {}, root {}, receipt key {}",
                 items.len(),
