@@ -96,14 +96,14 @@ impl Sender {
     /// cut-off stream for a complete one.
     pub async fn send(&mut self, piece: Bytes) -> std::io::Result<()> {
         let result = self.try_send(piece).await;
-        if let Err(e) = &result {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                let mut s = self.shared.lock();
-                s.error = Some(format!("the proxy could not queue the answer: {e}"));
-                s.done = true;
-                drop(s);
-                self.shared.ready.notify_one();
-            }
+        if let Err(e) = &result
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            let mut s = self.shared.lock();
+            s.error = Some(format!("the proxy could not queue the answer: {e}"));
+            s.done = true;
+            drop(s);
+            self.shared.ready.notify_one();
         }
         result
     }
