@@ -343,6 +343,8 @@ pub struct Provisioned {
     pub sealed: Vec<u8>,
     /// The pod key's SPKI.
     pub public_spki: Vec<u8>,
+    /// The ARN of the KMS key that made it, as KMS answered (not as the parent asked).
+    pub key_arn: String,
 }
 
 /// The key ceremony: KMS makes a P-256 key pair and returns the private key only to this attested enclave.
@@ -390,10 +392,15 @@ pub async fn provision(
         .ok_or(KmsError::Unexpected("no PrivateKeyCiphertextBlob"))?
         .as_ref()
         .to_vec();
+    let key_arn = out
+        .key_id()
+        .ok_or(KmsError::Unexpected("no KeyId"))?
+        .to_owned();
     Ok(Provisioned {
         key,
         sealed,
         public_spki,
+        key_arn,
     })
 }
 
@@ -406,7 +413,7 @@ pub async fn unseal(
     context: &BTreeMap<String, String>,
     expected_fingerprint: &[u8; 32],
     nsm: &dyn Nsm,
-) -> Result<hpke::PrivateKey, KmsError> {
+) -> Result<(hpke::PrivateKey, String), KmsError> {
     let r = recipient(nsm)?;
     let mut req = client
         .decrypt()
@@ -428,7 +435,11 @@ pub async fn unseal(
     if &fingerprint(&key.public_key().to_spki_der()) != expected_fingerprint {
         return Err(KmsError::WrongKey);
     }
-    Ok(key)
+    let key_arn = out
+        .key_id()
+        .ok_or(KmsError::Unexpected("no KeyId"))?
+        .to_owned();
+    Ok((key, key_arn))
 }
 
 #[cfg(test)]

@@ -232,6 +232,14 @@ pub enum PodError {
     /// The successor key is the pod key itself.
     #[error("the successor pod key is the current pod key")]
     SuccessorIsCurrent,
+    /// The successor comes from a KMS key outside the pod key's account and region.
+    #[error("the successor key comes from KMS key {got}, outside {expected}; refused")]
+    SuccessorOrigin {
+        /// The pod key's `arn:partition:kms:region:account`.
+        expected: String,
+        /// The successor's key ARN.
+        got: String,
+    },
     /// The items of a rotation certificate do not check out.
     #[error("rotation items refused: {0}")]
     RotationItems(ProtocolError),
@@ -454,6 +462,8 @@ pub struct Pod {
     audit_resumed: bool,
     sealed_reason: Option<String>,
     successor: Option<Box<PodKeys>>,
+    /// `arn:PARTITION:kms:REGION:ACCOUNT` of the KMS key the pod key came from, as KMS answered.
+    kms_origin: Option<String>,
 }
 
 impl Pod {
@@ -475,6 +485,7 @@ impl Pod {
             audit_resumed: false,
             sealed_reason: None,
             successor: None,
+            kms_origin: None,
         }
     }
 
@@ -742,9 +753,35 @@ impl Pod {
         }
     }
 
+    /// Records which KMS key (as KMS named it in its answer) released the pod key.
+    pub fn set_kms_origin(&mut self, key_arn: &str) {
+        self.kms_origin = kms_scope(key_arn);
+        if self.kms_origin.is_none() {
+            tracing::warn!("KMS answered a key id that is not a KMS key ARN");
+        }
+    }
+
     /// Loads the successor pod key for a rotation (KMS released it to this enclave under the new key's policy).
-    pub fn set_successor(&mut self, key: hpke::PrivateKey) -> Result<[u8; HASH_LEN], PodError> {
+    ///
+    /// `key_arn` is the KMS key that released it, as KMS answered. When the pod key came from KMS, the successor
+    /// must come from a key of the same partition, region and account: the parent names the KMS key, the blob and
+    /// the credentials, and without this check it could pass a key made in an account of its own, whose private
+    /// half it knows, and have every document rewrapped to it.
+    pub fn set_successor(
+        &mut self,
+        key: hpke::PrivateKey,
+        key_arn: Option<&str>,
+    ) -> Result<[u8; HASH_LEN], PodError> {
         let current = *self.keys()?.fingerprint();
+        if let Some(origin) = &self.kms_origin {
+            let theirs = key_arn.and_then(kms_scope);
+            if theirs.as_deref() != Some(origin.as_str()) {
+                return Err(PodError::SuccessorOrigin {
+                    expected: origin.clone(),
+                    got: key_arn.unwrap_or("none").to_owned(),
+                });
+            }
+        }
         if let Some(k) = &self.successor {
             return Err(PodError::SuccessorLoaded(hex_lower(&k.fingerprint)));
         }
@@ -1012,4 +1049,41 @@ impl Pod {
 
 fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `arn:PARTITION:kms:REGION:ACCOUNT` of a KMS key ARN (`…:key/ID`), or `None` when it is not one.
+fn kms_scope(arn: &str) -> Option<String> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "kms", region, account, rest]
+            if !partition.is_empty()
+                && !region.is_empty()
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && rest.starts_with("key/") =>
+        {
+            Some(format!("arn:{partition}:kms:{region}:{account}"))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kms_scopes_are_partition_region_and_account() {
+        assert_eq!(
+            super::kms_scope("arn:aws:kms:us-east-1:111122223333:key/1234abcd").as_deref(),
+            Some("arn:aws:kms:us-east-1:111122223333")
+        );
+        for bad in [
+            "1234abcd",
+            "alias/pod",
+            "arn:aws:kms:us-east-1:111122223333:alias/pod",
+            "arn:aws:kms:us-east-1:12345:key/x",
+            "arn:aws:iam::111122223333:role/x",
+        ] {
+            assert_eq!(super::kms_scope(bad), None, "{bad}");
+        }
+    }
 }

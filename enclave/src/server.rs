@@ -295,6 +295,7 @@ fn error_body(e: &PodError) -> Vec<u8> {
         PodError::NoSuccessor => "no_successor",
         PodError::SuccessorLoaded(_) => "successor_loaded",
         PodError::SuccessorIsCurrent => "successor_is_current",
+        PodError::SuccessorOrigin { .. } => "successor_origin_refused",
         PodError::RotationItems(_) => "rotation_items_refused",
         _ => "error",
     };
@@ -711,7 +712,7 @@ async fn obtain_pod_key(
         let result = if kind_code == kind::PROVISION || kind_code == kind::PROVISION_NEXT {
             kms::provision(&client, &req.key_id, &context, nsm.as_ref())
                 .await
-                .map(|p| (p.key, Some((p.sealed, p.public_spki))))
+                .map(|p| (p.key, p.key_arn, Some((p.sealed, p.public_spki))))
         } else {
             kms::unseal(
                 &client,
@@ -721,7 +722,7 @@ async fn obtain_pod_key(
                 nsm.as_ref(),
             )
             .await
-            .map(|k| (k, None))
+            .map(|(k, arn)| (k, arn, None))
         };
         match result {
             Err(e) if e.is_transient() && attempt < KMS_ATTEMPTS => {
@@ -736,7 +737,7 @@ async fn obtain_pod_key(
             other => break other,
         }
     };
-    let (key, provisioned) = match outcome {
+    let (key, key_arn, provisioned) = match outcome {
         Ok(v) => v,
         Err(e) => {
             let code = match &e {
@@ -751,9 +752,9 @@ async fn obtain_pod_key(
     };
     let mut p = lock(pod);
     let loaded = if next {
-        p.set_successor(key).map(|_| ())
+        p.set_successor(key, Some(&key_arn)).map(|_| ())
     } else {
-        p.unseal(key)
+        p.unseal(key).map(|()| p.set_kms_origin(&key_arn))
     };
     if let Err(e) = loaded {
         return (kind::ERROR, error_body(&e));

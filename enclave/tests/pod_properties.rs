@@ -651,11 +651,45 @@ fn rotation_moves_documents_to_the_successor_key_audits_each_and_certifies_them(
     let ikm = [9u8; 32];
     let next = hpke::PrivateKey::derive(&ikm).unwrap();
     let next_fpr = fingerprint(&next.public_key().to_spki_der());
-    assert_eq!(w.pod.set_successor(next).unwrap(), next_fpr);
+    // The pod key came from KMS in account 111122223333: a successor from another account (one the parent could
+    // own, and so know the key of) or with no KMS origin is refused; one from the same account and region loads.
+    w.pod
+        .set_kms_origin("arn:aws:kms:eu-west-1:111122223333:key/aaaa-current");
+    for (arn, what) in [
+        (
+            Some("arn:aws:kms:eu-west-1:999988887777:key/bbbb"),
+            "another account",
+        ),
+        (
+            Some("arn:aws:kms:us-east-1:111122223333:key/bbbb"),
+            "another region",
+        ),
+        (None, "no origin"),
+    ] {
+        assert!(
+            matches!(
+                w.pod
+                    .set_successor(hpke::PrivateKey::derive(&ikm).unwrap(), arn),
+                Err(PodError::SuccessorOrigin { .. })
+            ),
+            "{what}"
+        );
+    }
+    assert_eq!(
+        w.pod
+            .set_successor(
+                next,
+                Some("arn:aws:kms:eu-west-1:111122223333:key/cccc-next")
+            )
+            .unwrap(),
+        next_fpr
+    );
     assert_eq!(w.pod.health().next_key_fingerprint, Some(next_fpr));
     assert!(matches!(
-        w.pod
-            .set_successor(hpke::PrivateKey::derive(&[8u8; 32]).unwrap()),
+        w.pod.set_successor(
+            hpke::PrivateKey::derive(&[8u8; 32]).unwrap(),
+            Some("arn:aws:kms:eu-west-1:111122223333:key/dddd")
+        ),
         Err(PodError::SuccessorLoaded(_))
     ));
     let next_copy = hpke::PrivateKey::derive(&ikm).unwrap();

@@ -196,6 +196,17 @@ impl EnclaveClient {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// One request, one reply, never sent twice: for messages that must not be repeated blindly (a second
+    /// PROVISION_NEXT after a lost answer would meet a successor whose sealed form was never stored).
+    pub async fn call_once(&self, kind: u64, body: &[u8]) -> Result<Reply, LinkError> {
+        let mut c = self.connection().await?;
+        let id = self.next_id();
+        c.send(id, kind, body).await?;
+        let reply = c.recv().await?;
+        self.give_back(c);
+        Ok(reply)
+    }
+
     /// One request, one reply.
     pub async fn call(&self, kind: u64, body: &[u8]) -> Result<Reply, LinkError> {
         let mut c = self.connection().await?;

@@ -415,7 +415,8 @@ impl Parent {
     pub async fn prepare_rotation(&self, how: PrepareRotation) -> Result<SealedKey, ApiError> {
         if let Some(k) = self.next_sealed_key() {
             return Err(ApiError::BadRequest(format!(
-                "a rotation to {} is already prepared; finish it (pod-proxy promote) or remove {}",
+                "a rotation to {} is already prepared ({}); finish it with `podctl rotate run` and `pod-proxy \
+                 promote`. Do not delete that file while documents may already be sealed to that key.",
                 k.fingerprint,
                 self.next_key_path().display()
             )));
@@ -452,7 +453,7 @@ impl Parent {
                 };
                 let reply = self
                     .enclave
-                    .call(kind::PROVISION_NEXT, e.as_bytes())
+                    .call_once(kind::PROVISION_NEXT, e.as_bytes())
                     .await?;
                 if reply.kind != kind::PROVISIONED {
                     let (code, message) = reply.code_message();
@@ -473,7 +474,7 @@ impl Parent {
             }
             PrepareRotation::Load(k) => {
                 let body = self.unseal_body(&k).await?;
-                let reply = self.enclave.call(kind::UNSEAL_NEXT, &body).await?;
+                let reply = self.enclave.call_once(kind::UNSEAL_NEXT, &body).await?;
                 if reply.kind != kind::OK {
                     let (code, message) = reply.code_message();
                     return Err(ApiError::Refused { code, message });
@@ -832,6 +833,19 @@ impl Parent {
         mode: pod_protocol::rotation::Mode,
         header: &[u8],
     ) -> Result<Conversation, ApiError> {
+        // Nothing moves to a successor whose sealed form is not stored here: after the next enclave restart that key
+        // would be gone, and every document moved to it with it.
+        let stored = self.next_sealed_key().map(|k| k.fingerprint);
+        let loaded = self.health().await?.next_key_fingerprint;
+        if stored.is_none() || stored != loaded {
+            return Err(ApiError::BadRequest(format!(
+                "the successor key in the enclave ({}) is not the one stored in {} ({}); prepare the rotation again \
+                 (podctl rotate prepare) or restart the enclave to reload the stored one",
+                loaded.as_deref().unwrap_or("none"),
+                self.next_key_path().display(),
+                stored.as_deref().unwrap_or("none")
+            )));
+        }
         self.begin(kind::ROTATE, &link::encode_seq_bytes(mode as u64, header))
             .await
     }
