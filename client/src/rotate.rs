@@ -81,7 +81,8 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-/// Every regular file under `dir` (recursively), sorted, except interrupted `.rotating` outputs.
+/// Every regular file under `dir` (recursively), sorted, except interrupted `.rotating` outputs. Anything that is
+/// neither (a symbolic link, a device) is an error: the job must not pass over a document silently.
 fn list_documents(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -92,8 +93,16 @@ fn list_documents(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
             let t = entry.file_type().map_err(|e| local(&path, e))?;
             if t.is_dir() {
                 stack.push(path);
-            } else if t.is_file() && path.extension().is_none_or(|e| e != "rotating") {
-                out.push(path);
+            } else if t.is_file() {
+                if path.extension().is_none_or(|e| e != "rotating") {
+                    out.push(path);
+                }
+            } else {
+                return Err(ClientError::Local(format!(
+                    "{} is not a regular file (a symbolic link?): rotate the directory it points into instead, \
+                     or move it out",
+                    path.display()
+                )));
             }
         }
     }
@@ -189,6 +198,45 @@ impl Journal {
         self.lines.insert(line.path.clone(), line);
         Ok(())
     }
+}
+
+/// Two files holding the same sealed document (a copy, a backup) would both be moved, to two different new
+/// headers, and the certificate (one item per document) could then never be signed. Found before anything moves.
+fn refuse_duplicates(
+    dir: &Path,
+    files: &[PathBuf],
+    old_pod: &[u8; HASH_LEN],
+    journal: &Journal,
+) -> Result<(), ClientError> {
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for line in journal.lines.values() {
+        seen.insert(line.old.clone(), line.path.clone());
+    }
+    for path in files {
+        let Some((h, _)) = read_head(path)? else {
+            continue;
+        };
+        if h.recipient() != old_pod {
+            continue;
+        }
+        let rel = path
+            .strip_prefix(dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        match seen.get(&hex::encode(h.hash())) {
+            Some(other) if *other != rel => {
+                return Err(ClientError::Local(format!(
+                    "{rel} and {other} are the same sealed document; keep one in the directory (the other opens the \
+                     same) and run again. Nothing was moved in this run."
+                )));
+            }
+            _ => {
+                seen.insert(hex::encode(h.hash()), rel);
+            }
+        }
+    }
+    Ok(())
 }
 
 impl PodClient {
@@ -363,6 +411,7 @@ impl PodClient {
         };
         let mut journal = Journal::open(journal, &head)?;
         let files = list_documents(dir)?;
+        refuse_duplicates(dir, &files, &pod.fingerprint, &journal)?;
         let total = files.len() as u64;
         let mut report = RunReport::default();
         for (n, path) in files.iter().enumerate() {

@@ -231,8 +231,30 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
             next_path.display()
         )));
     }
-    let current = read_key(&current_path)?;
     let next = read_key(&next_path)?;
+    // Resumable: a promotion interrupted after the old key was archived finds it there, through the retired list.
+    let current = match read_key(&current_path) {
+        Ok(k) => k,
+        Err(_) if !current_path.exists() => {
+            let r = read_retired(state_dir)?
+                .into_iter()
+                .find(|r| r.successor == next.fingerprint)
+                .ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "{} is missing and no retired key names {} as its successor",
+                        current_path.display(),
+                        next.fingerprint
+                    ))
+                })?;
+            read_key(
+                &state_dir
+                    .join("retired")
+                    .join(&r.fingerprint)
+                    .join("sealed-pod-key.json"),
+            )?
+        }
+        Err(e) => return Err(e),
+    };
     let archive = state_dir.join("retired").join(&current.fingerprint);
     std::fs::create_dir_all(&archive).map_err(|e| io("creating the archive", e))?;
     let mut retired = read_retired(state_dir)?;
@@ -257,8 +279,10 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
             std::fs::rename(&from, archive.join(name)).map_err(|e| io(name, e))?;
         }
     }
-    std::fs::rename(&current_path, archive.join("sealed-pod-key.json"))
-        .map_err(|e| io("archiving the sealed key", e))?;
+    if current_path.exists() {
+        std::fs::rename(&current_path, archive.join("sealed-pod-key.json"))
+            .map_err(|e| io("archiving the sealed key", e))?;
+    }
     std::fs::rename(&next_path, &current_path).map_err(|e| io("promoting the successor", e))?;
     Ok(Promotion {
         retired: current.fingerprint,
@@ -577,6 +601,17 @@ impl Parent {
                     self.enclave.call(kind::UNSEAL, &body).await?
                 }
                 None => {
+                    // A missing sealed key in a directory that has rotated before is an interrupted promotion, not a
+                    // new pod: a fresh key here would orphan every document.
+                    if self.next_sealed_key().is_some()
+                        || !read_retired(&self.config.state_dir)?.is_empty()
+                    {
+                        return Err(ApiError::Internal(format!(
+                            "{} is missing but this state directory holds a rotation (a successor or retired keys): \
+                             refusing to make a new pod key; run `pod-proxy promote` again to finish the promotion",
+                            self.key_path().display()
+                        )));
+                    }
                     let (id, secret, token) = self.credentials().await?;
                     let mut creds = Encoder::new();
                     creds
@@ -620,6 +655,17 @@ impl Parent {
                     return Err(ApiError::Unavailable(format!("{code}: {message}")));
                 }
             }
+        }
+        // The enclave must hold the stored pod key: after a promotion, an enclave still running the old key would
+        // start a new audit chain under the old receipt key.
+        let ready = self.health().await?;
+        if let (Some(stored), Some(held)) = (self.sealed_key(), ready.key_fingerprint.as_ref())
+            && &stored.fingerprint != held
+        {
+            return Err(ApiError::Unavailable(format!(
+                "the enclave holds pod key {held}, not the stored pod key {}: restart the enclave",
+                stored.fingerprint
+            )));
         }
         let reply = self
             .enclave

@@ -91,10 +91,16 @@ async fn ceremony_then_unseal_recovers_the_same_pod_key() {
         .await
         .unwrap();
     let fpr = fingerprint(&provisioned.public_spki);
-    let key = kms::unseal(&client, &provisioned.sealed, &ctx, &fpr, &f.nsm)
+    let (key, arn) = kms::unseal(&client, &provisioned.sealed, &ctx, &fpr, &f.nsm)
         .await
         .unwrap();
     assert_eq!(key.public_key(), provisioned.key.public_key());
+    // KMS names the key that released it, as an ARN: what the enclave pins a rotation's successor to.
+    assert_eq!(arn, provisioned.key_arn);
+    assert!(
+        arn.starts_with("arn:aws:kms:") && arn.contains(":key/"),
+        "{arn}"
+    );
 
     // Another pod's context: KMS refuses the blob.
     let other = kms::pod_key_context("another-pod");

@@ -148,6 +148,46 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     assert_eq!(k2_hex.len(), 64);
     assert_ne!(k2_hex, hex::encode(k1.fingerprint));
 
+    // A copy of a document, or a symbolic link, is refused before anything moves (a copy would make the
+    // certificate impossible; a link would be passed over).
+    let copy = dir.join("batch-0/copy-of-doc-0004.spd");
+    std::fs::copy(doc_path(&dir, 4), &copy).unwrap();
+    let link = dir.join("batch-1/link.spd");
+    for (extra, expect) in [
+        (&copy, "same sealed document"),
+        (&link, "not a regular file"),
+    ] {
+        if extra == &link {
+            std::fs::remove_file(&copy).unwrap();
+            std::os::unix::fs::symlink(doc_path(&dir, 5), &link).unwrap();
+        }
+        let out = podctl(
+            work.path(),
+            &state,
+            &pod.url,
+            &[
+                "rotate",
+                "run",
+                "--dir",
+                "documents",
+                "--mode",
+                "rewrap",
+                "--journal",
+                "probe.jsonl",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{err}");
+    }
+    std::fs::remove_file(&link).unwrap();
+    let untouched = (0..DOCS).all(|i| {
+        hex::encode(header_of(&doc_path(&dir, i)).0.recipient()) == hex::encode(k1.fingerprint)
+    });
+    assert!(untouched, "a refused run moved documents");
+
     // The job, killed once part of the documents has moved.
     let journal = work.path().join("rotation-journal.jsonl");
     let mut job = podctl(

@@ -1,0 +1,101 @@
+//! `pod-proxy promote` on a state directory: the successor becomes the pod key, the old key and audit log are
+//! archived, the retired list names the old key; a promotion interrupted half-way finishes when run again; a
+//! running proxy's directory is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use pod_proxy::parent::{SealedKey, lock_state_dir, promote, read_retired};
+use std::path::Path;
+
+fn key(fpr: &str) -> SealedKey {
+    SealedKey {
+        kms_key_id: format!("key-{fpr}"),
+        pod_name: "p".into(),
+        sealed: "c2VhbGVk".into(),
+        pod_spki: "c3BraQ==".into(),
+        fingerprint: fpr.repeat(64 / fpr.len()),
+    }
+}
+
+fn write(dir: &Path, name: &str, k: &SealedKey) {
+    std::fs::write(dir.join(name), serde_json::to_string(k).unwrap()).unwrap();
+}
+
+fn read(dir: &Path, name: &str) -> SealedKey {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+}
+
+#[test]
+fn promotion_archives_the_old_key_and_finishes_after_an_interruption() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (old, new) = (key("a"), key("b"));
+    write(dir, "sealed-pod-key.json", &old);
+    write(dir, "sealed-pod-key.next.json", &new);
+    std::fs::write(dir.join("audit.log"), b"old chain").unwrap();
+
+    // Refused while a proxy holds the directory.
+    {
+        let _held = lock_state_dir(dir).unwrap();
+        assert!(promote(dir).unwrap_err().to_string().contains("in use"));
+    }
+
+    let p = promote(dir).unwrap();
+    assert_eq!(
+        (p.retired.as_str(), p.current.as_str()),
+        (old.fingerprint.as_str(), new.fingerprint.as_str())
+    );
+    assert_eq!(
+        read(dir, "sealed-pod-key.json").fingerprint,
+        new.fingerprint
+    );
+    assert!(!dir.join("sealed-pod-key.next.json").exists());
+    let archive = dir.join("retired").join(&old.fingerprint);
+    assert_eq!(
+        std::fs::read(archive.join("audit.log")).unwrap(),
+        b"old chain"
+    );
+    assert_eq!(
+        read(&archive, "sealed-pod-key.json").fingerprint,
+        old.fingerprint
+    );
+    let retired = read_retired(dir).unwrap();
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].successor, new.fingerprint);
+    // Nothing left to promote.
+    assert!(promote(dir).is_err());
+
+    // Interrupted between archiving the key and moving the successor in: a second run finishes.
+    let newer = key("c");
+    write(dir, "sealed-pod-key.next.json", &newer);
+    std::fs::create_dir_all(dir.join("retired").join(&new.fingerprint)).unwrap();
+    std::fs::rename(
+        dir.join("sealed-pod-key.json"),
+        dir.join("retired")
+            .join(&new.fingerprint)
+            .join("sealed-pod-key.json"),
+    )
+    .unwrap();
+    let mut list = read_retired(dir).unwrap();
+    list.push(pod_proxy::parent::RetiredKey {
+        fingerprint: new.fingerprint.clone(),
+        successor: newer.fingerprint.clone(),
+        retired_at_ms: 1,
+    });
+    std::fs::write(
+        dir.join("retired-keys.json"),
+        serde_json::to_string(&list).unwrap(),
+    )
+    .unwrap();
+    let p = promote(dir).unwrap();
+    assert_eq!(p.current, newer.fingerprint);
+    assert_eq!(
+        read(dir, "sealed-pod-key.json").fingerprint,
+        newer.fingerprint
+    );
+    assert_eq!(
+        read_retired(dir).unwrap().len(),
+        2,
+        "the retired key is listed once"
+    );
+}
