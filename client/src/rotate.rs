@@ -94,6 +94,13 @@ fn list_documents(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
             if t.is_dir() {
                 stack.push(path);
             } else if t.is_file() {
+                if path.to_str().is_none() {
+                    return Err(ClientError::Local(format!(
+                        "{} has a name that is not UTF-8; rename it (the journal and the certificate name files \
+                         as text)",
+                        path.display()
+                    )));
+                }
                 if path.extension().is_none_or(|e| e != "rotating") {
                     out.push(path);
                 }
@@ -171,7 +178,14 @@ impl Journal {
                     "{}\n",
                     serde_json::to_string(head).map_err(|e| local(path, e))?
                 );
-                std::fs::write(path, text).map_err(|e| local(path, e))?;
+                // Durable before any document moves: the journal is what makes moved documents certifiable.
+                std::fs::File::create(path)
+                    .and_then(|mut f| {
+                        f.write_all(text.as_bytes())?;
+                        f.sync_all()
+                    })
+                    .map_err(|e| local(path, e))?;
+                sync_dir(path.parent().unwrap_or(Path::new(".")));
             }
             Err(e) => return Err(local(path, e)),
         }
@@ -179,6 +193,13 @@ impl Journal {
             .append(true)
             .open(path)
             .map_err(|e| local(path, e))?;
+        // One job per journal: two at once would write the same `.rotating` files.
+        file.try_lock().map_err(|_| {
+            ClientError::Local(format!(
+                "{} is in use by another `podctl rotate run`",
+                path.display()
+            ))
+        })?;
         Ok(Self {
             path: path.to_path_buf(),
             file,

@@ -326,6 +326,8 @@ impl Parent {
     /// Opens the stores and starts the audit writer.
     pub fn open(config: ParentConfig) -> Result<Self, ApiError> {
         let lock = lock_state_dir(&config.state_dir)?;
+        // Spool files are unlinked at creation; one can outlive only a crash in between. Nothing else uses them.
+        let _ = std::fs::remove_dir_all(config.state_dir.join("spool"));
         std::fs::create_dir_all(config.state_dir.join("rooms"))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let mut retired = HashSet::new();
