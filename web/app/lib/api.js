@@ -265,8 +265,10 @@ export class PodClient {
     } catch {
       body = null;
     }
-    const code = typeof body?.error === 'string' ? body.error : undefined;
-    const podMessage = typeof body?.message === 'string' ? body.message : undefined;
+    // The pod's words are shown only as the pod's ("The pod said: …"), bounded: an unverified or hostile answer must
+    // not read as the page's own advice.
+    const code = typeof body?.error === 'string' ? body.error.slice(0, 64) : undefined;
+    const podMessage = typeof body?.message === 'string' ? body.message.slice(0, 300) : undefined;
     return new PodApiError('refused', `the pod answered ${response.status}${code ? ` ${code}` : ''}`,
       { status: response.status, code, podMessage });
   }
@@ -320,7 +322,7 @@ export class PodClient {
     if (!r.ok) {
       const err = await this.#errorFrom(r);
       const why = err.status === 503 ? 'the pod is temporarily unavailable' : `the pod answered ${err.status}`;
-      throw new PodApiError('attestation', `No attestation document could be fetched (${why}${err.podMessage ? `: ${err.podMessage}` : ''}).`,
+      throw new PodApiError('attestation', `No attestation document could be fetched (${why}).`,
         { status: err.status, code: err.code, podMessage: err.podMessage });
     }
     let doc;
