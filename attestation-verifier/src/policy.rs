@@ -94,7 +94,12 @@ impl ExpectedPcrs {
         self.0.len()
     }
 
-    /// True when no PCR is given.
+    /// True when PCR `index` is expected.
+    pub fn contains(&self, index: u8) -> bool {
+        self.0.contains_key(&index)
+    }
+
+    /// True when no PCR is expected.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -139,6 +144,13 @@ impl Policy {
     pub fn new(expected: ExpectedPcrs) -> Result<Self, Error> {
         if expected.is_empty() {
             return Err(Error::EmptyPcrPolicy);
+        }
+        // PCR1..4 alone (kernel, application hash, IAM role, instance) are shared by any image built or run the
+        // same way: only PCR0 (the whole image) or PCR8 (its signer) pins what code runs.
+        if !expected.contains(0) && !expected.contains(8) {
+            return Err(Error::InvalidPcrPolicy(
+                "the expected PCRs pin no image: give PCR0 (the image) or PCR8 (the image's signer)".into(),
+            ));
         }
         Ok(Self::with_pcrs(PcrPolicy::Expected(expected)))
     }

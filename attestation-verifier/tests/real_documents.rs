@@ -213,6 +213,20 @@ fn every_real_document_fails_at_the_current_time() {
 }
 
 #[test]
+fn a_policy_that_pins_no_image_is_refused() {
+    let mut p = ExpectedPcrs::new();
+    p.insert(3, vec![0; 48]).unwrap();
+    p.insert(4, vec![0; 48]).unwrap();
+    assert!(matches!(Policy::new(p), Err(Error::InvalidPcrPolicy(_))));
+    let mut p = ExpectedPcrs::new();
+    p.insert(8, vec![0; 48]).unwrap();
+    assert!(
+        Policy::new(p).is_ok(),
+        "the signer's PCR8 pins the image's origin"
+    );
+}
+
+#[test]
 fn a_single_changed_pcr_byte_fails() {
     for v in VECTORS {
         let doc = load(v.file);
@@ -220,8 +234,12 @@ fn a_single_changed_pcr_byte_fails() {
             let mut bytes = hex::decode(v.pcrs[slot]).unwrap();
             for position in [0, 23, 47] {
                 bytes[position] ^= 0x01;
+                // Every policy pins the image (PCR0) too; a changed PCR0 is the test's own subject.
                 let mut p = ExpectedPcrs::new();
                 p.insert(index, bytes.clone()).unwrap();
+                if index != 0 {
+                    p.insert(0, hex::decode(v.pcrs[0]).unwrap()).unwrap();
+                }
                 let policy = Policy::new(p).unwrap().insecure_allow_debug();
                 assert_eq!(
                     verify(&doc, &policy, at(v)).unwrap_err(),
@@ -234,6 +252,7 @@ fn a_single_changed_pcr_byte_fails() {
         }
         // A PCR the document does not carry.
         let mut p = ExpectedPcrs::new();
+        p.insert(0, hex::decode(v.pcrs[0]).unwrap()).unwrap();
         p.insert(20, vec![0; 48]).unwrap();
         assert_eq!(
             verify(&doc, &Policy::new(p).unwrap().insecure_allow_debug(), at(v)).unwrap_err(),

@@ -203,7 +203,10 @@ test('a single changed PCR byte, or an expected PCR the document lacks, fails wi
         await refuses(verifyAttestation(doc, pinned(v, { expectedPcrs: pcrs })), 'pcr_mismatch', { index }, label);
       }
     }
-    await refuses(verifyAttestation(doc, pinned(v, { expectedPcrs: { 20: Z } })), 'pcr_mismatch', { index: 20 });
+    await refuses(verifyAttestation(doc, pinned(v, { expectedPcrs: { 0: v.pcrs[0], 20: Z } })), 'pcr_mismatch', { index: 20 });
+    // A PCR file that pins no image (only PCR3 or PCR4, say) is refused before the document is looked at.
+    await refuses(verifyAttestation(doc, pinned(v, { expectedPcrs: { 20: Z } })), 'options');
+    await refuses(verifyAttestation(doc, pinned(v, { expectedPcrs: { 2: v.pcrs[2] } })), 'options');
   }
   // Hex forms of the expectation are accepted too.
   const mixed = { PCR0: MARLIN.pcrs[0].toUpperCase(), 2: MARLIN.pcrs[2] };

@@ -705,6 +705,13 @@ export async function verifyAttestation(docBytes, options = {}) {
         'the expected PCRs are empty: a verifier that pins no image accepts every enclave, an attacker\'s included',
       );
     }
+    if (!expectedPcrs.has(0) && !expectedPcrs.has(8)) {
+      // PCR1..4 alone are shared by any image built or run the same way; only PCR0 or the signer's PCR8 pins code.
+      throw new AttestationError(
+        'options',
+        'the expected PCRs pin no image: the PCR file must give PCR0 (the image) or PCR8 (the image\'s signer)',
+      );
+    }
   }
   const expectedNonce = optionalBytes(options.nonce, 'nonce');
   const expectedPublicKey = optionalBytes(options.publicKey, 'publicKey');
