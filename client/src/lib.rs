@@ -517,13 +517,25 @@ impl PodClient {
         finish.map(|()| written)
     }
 
-    /// Fetches and verifies the whole audit log against the pod's current checkpoint and any checkpoints seen
-    /// before (`earlier`, signed bytes); returns the entries, the summary and the current checkpoint's bytes.
+    /// Fetches and verifies the whole audit log against the pod's current checkpoint, any checkpoints seen
+    /// before (`earlier`, signed bytes) and receipts clients kept (`receipts`, signed bytes: each must name an entry
+    /// the log has, with that entry's hash); returns the entries, the summary and the current checkpoint's bytes.
     pub async fn audit_with(
         &self,
         earlier: &[Vec<u8>],
+        receipts: &[Vec<u8>],
     ) -> Result<(Vec<audit::Entry>, audit::LogSummary, Option<Vec<u8>>), ClientError> {
         let pod = self.attest().await?;
+        let receipts = receipts
+            .iter()
+            .map(|r| {
+                audit::Receipt::parse_verified(r, &pod.receipt_key).map_err(|_| {
+                    ClientError::Integrity(
+                        "a kept receipt is not signed by this pod (another pod key?)".into(),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut checkpoints = Vec::new();
         for c in earlier {
             checkpoints.push(
@@ -567,7 +579,7 @@ impl PodClient {
                 );
             }
         }
-        let summary = audit::verify_log(&raw, &pod.receipt_key, &checkpoints, &[])
+        let summary = audit::verify_log(&raw, &pod.receipt_key, &checkpoints, &receipts)
             .map_err(|e| ClientError::Integrity(e.to_string()))?;
         let entries = raw
             .iter()
@@ -579,7 +591,7 @@ impl PodClient {
 
     /// Fetches and verifies the whole audit log against the pod's current checkpoint; returns the entries.
     pub async fn audit(&self) -> Result<(Vec<audit::Entry>, audit::LogSummary), ClientError> {
-        self.audit_with(&[])
+        self.audit_with(&[], &[])
             .await
             .map(|(entries, summary, _)| (entries, summary))
     }

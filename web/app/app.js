@@ -8,7 +8,7 @@
 import { PodClient, PodApiError, explainError, docIdText, truncateUtf8 } from './lib/api.js';
 import { parsePcrFile, pemToDer, AWS_NITRO_ROOT_G1_SHA256 } from './lib/attest.js';
 import {
-  toHex, fromHex, fingerprint, generateUserKeys, importRsaKeyBundle, publicText, parsePublic, memberList,
+  toHex, fromHex, toBase64, fingerprint, generateUserKeys, importRsaKeyBundle, publicText, parsePublic, memberList,
   ENC_HPKE_P256, ENC_RSA_OAEP_4096,
 } from './lib/pod.js';
 import {
@@ -589,6 +589,7 @@ function openDoc() {
       },
     });
     bar.value = 1;
+    await keepReceipt(result.pod.fingerprint, result.receiptBytes);
     const fileName = safeFileName(name, 'document');
     offerDownload($('open-download'), result.blob, fileName, `Save “${fileName}” (${formatBytes(result.size)})`);
     // What this proves: the attested pod released this copy for you and logged it. Not who sealed the document:
@@ -598,6 +599,27 @@ function openDoc() {
       `Document header hash ${short(toHex(result.headerHash), 16)} — compare it with the sealer's if it matters ` +
       'who wrote it.', 'ok');
   });
+}
+
+/** Receipts kept per pod key, newest last, at most this many per key. */
+const MAX_RECEIPTS = 10_000;
+
+/** Keeps a verified receipt: it proves the pod logged this open, and the log must keep showing it. */
+async function keepReceipt(podFingerprint, receiptBytes) {
+  const all = (await store.get('receipts')) ?? {};
+  const list = Array.isArray(all[podFingerprint]) ? all[podFingerprint] : [];
+  list.push(toBase64(receiptBytes));
+  all[podFingerprint] = list.slice(-MAX_RECEIPTS);
+  await store.set('receipts', all);
+}
+
+/** Offers the kept receipts as `pod-receipts.json` (the format `podctl audit verify --receipts` reads). */
+async function exportReceipts() {
+  const all = (await store.get('receipts')) ?? {};
+  const n = Object.values(all).reduce((k, l) => k + (Array.isArray(l) ? l.length : 0), 0);
+  const text = JSON.stringify({ format: 'secure-pod-receipts/v1', receipts: all }, null, 1);
+  offerDownload($('receipts-download'), new Blob([text], { type: 'application/json' }), 'pod-receipts.json',
+    `Save pod-receipts.json (${n} receipt${n === 1 ? '' : 's'})`);
 }
 
 // ---- Start -------------------------------------------------------------------------------------------------------
@@ -683,6 +705,7 @@ function wire() {
     setError($('open-error'), null);
   });
   $('open-btn').addEventListener('click', openDoc);
+  $('export-receipts-btn').addEventListener('click', () => { exportReceipts().catch((e) => console.error(e)); });
 }
 
 async function start() {

@@ -321,6 +321,23 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
     }
   });
 
+  await step(t, 'the receipts the member\'s page kept check out against the audit log with podctl', async () => {
+    const m = S.member;
+    await m.page.click('[data-testid="export-receipts"]');
+    const saved = await download(m.page, '[data-testid="receipts-download"]', f('pod-receipts.json'));
+    const kept = JSON.parse(await readFile(saved.path, 'utf8'));
+    assert.equal(kept.format, 'secure-pod-receipts/v1');
+    const lists = Object.values(kept.receipts);
+    assert.equal(lists.length, 1, 'one pod key');
+    assert.ok(lists[0].length >= 2, `receipts of the member's opens: ${lists[0].length}`);
+    const { stdout } = await podctl(['audit', 'verify', '--receipts', saved.path]);
+    assert.match(stdout, new RegExp(`${lists[0].length} kept receipts checked`));
+    // A receipt that is not the pod's is refused (podctl exits non-zero).
+    const forged = { format: kept.format, receipts: { [Object.keys(kept.receipts)[0]]: [Buffer.alloc(120, 7).toString('base64')] } };
+    await writeFile(f('forged-receipts.json'), JSON.stringify(forged));
+    await assert.rejects(podctl(['audit', 'verify', '--receipts', f('forged-receipts.json')]));
+  });
+
   await step(t, 'a copy or receipt altered on the way is refused and nothing is offered', async () => {
     // The parent is untrusted: here it flips one byte of the copy's last chunk, then swaps in the (validly signed)
     // receipt of an earlier request. The page must refuse both and offer nothing.

@@ -212,6 +212,10 @@ enum AuditCommand {
             env = "POD_AUDIT_CHECKPOINTS"
         )]
         checkpoints: PathBuf,
+        /// Receipts kept by clients (the browser client's "Export my receipts" file): each must name an entry the
+        /// log still has, so a log the parent truncated or rewrote after handing them out is caught.
+        #[arg(long, value_name = "FILE")]
+        receipts: Option<PathBuf>,
     },
 }
 
@@ -256,6 +260,29 @@ fn client_pinned(args: &PodArgs, use_pin: bool) -> anyhow::Result<PodClient> {
         c.pin(fpr);
     }
     Ok(c)
+}
+
+/// The receipts for pod key `pod_key` (hex) in a `secure-pod-receipts/v1` file:
+/// `{"format": …, "receipts": {"<pod key fingerprint>": ["<base64 receipt>", …]}}`.
+fn read_receipts(path: &PathBuf, pod_key: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    use base64::Engine as _;
+    let v: serde_json::Value = serde_json::from_str(&read(path, "--receipts")?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    if v.get("format").and_then(|f| f.as_str()) != Some("secure-pod-receipts/v1") {
+        bail!("{} is not a secure-pod-receipts/v1 file", path.display());
+    }
+    let list = v
+        .pointer(&format!("/receipts/{pod_key}"))
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .map(|r| {
+            r.as_str()
+                .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+                .with_context(|| format!("{}: a receipt is not base64", path.display()))
+        })
+        .collect()
 }
 
 fn room_id(text: &str) -> anyhow::Result<[u8; 32]> {
@@ -523,7 +550,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let policy = pod_client::policy::render(&pcrs, &role_arn, &admin_arn)?;
             println!("{}", serde_json::to_string_pretty(&policy)?);
         }
-        Command::Audit(AuditCommand::Verify { show, checkpoints }) => {
+        Command::Audit(AuditCommand::Verify {
+            show,
+            checkpoints,
+            receipts,
+        }) => {
             let c = client(&cli.pod)?;
             // Checkpoints are kept per pod key: each key signs its own audit chain, and a rotation starts a new one.
             let pod_key = hex::encode(c.attest().await?.fingerprint);
@@ -544,7 +575,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
             let earlier: Vec<Vec<u8>> = saved.iter().filter_map(|h| hex::decode(h).ok()).collect();
-            let (entries, summary, current) = c.audit_with(&earlier).await?;
+            let kept = receipts
+                .map(|p| read_receipts(&p, &pod_key))
+                .transpose()?
+                .unwrap_or_default();
+            let (entries, summary, current) = c.audit_with(&earlier, &kept).await?;
+            if !kept.is_empty() {
+                println!(
+                    "{} kept receipts checked: each names an entry the log has",
+                    kept.len()
+                );
+            }
             if let Some(cp) = current {
                 saved.push(hex::encode(cp));
                 // Keep the latest few: each one pins the log's length at its time.

@@ -578,6 +578,7 @@ export class PodClient {
     return {
       blob: new Blob(parts, { type: 'application/octet-stream' }), size: done, docId: header.docId, roomId: header.roomId,
       headerHash: await headerHash(header),
+      receiptBytes: fromBase64(receiptB64.trim()),
       receipt, pod,
     };
   }
