@@ -141,6 +141,7 @@ async function onVerification(pod, error) {
     return;
   }
   let pinnedNow = false;
+  let pinError = null;
   state.pod = pod;
   document.body.dataset.pod = 'verified';
   if (!state.pin) {
@@ -148,10 +149,18 @@ async function onVerification(pod, error) {
     state.pin = { fingerprint: pod.fingerprint, pinnedAt: Date.now() };
     client.policy.pinnedFingerprint = pod.fingerprint;
     pinnedNow = true;
-    await store.set('pin', state.pin);
+    try {
+      await store.set('pin', state.pin);
+    } catch (e) {
+      // A pin kept only in memory would be forgotten at the next load, and the next key trusted silently.
+      pinError = {
+        title: 'The pod verified, but its key could not be pinned in this browser',
+        detail: `Storage refused it (${e?.message ?? e}); the page will not remember this pod's key.`,
+      };
+    }
   }
   setBadge('ok', `Pod verified · key ${pod.fingerprint.slice(0, 8)}`);
-  setError($('pod-error'), null);
+  setError($('pod-error'), pinError);
   setStatus($('pod-status'), 'Pod verified: attestation signed by the pinned root, PCRs match the published file, nonce fresh.', 'ok');
   await renderPodFacts(pod, pinnedNow);
   // What was proven is on show; the settings it was proven against fold away (the summary line names them).
@@ -302,9 +311,10 @@ function createKeys() {
 function importRsa() {
   return act(keysWhere, async () => {
     const text = $('rsa-text').value;
+    // The private key's text leaves the page's fields whether or not the import works.
+    $('rsa-text').value = '';
     setStatus($('keys-status'), 'Importing the RSA key…', 'busy');
     const keys = await importRsaKeyBundle(text);
-    $('rsa-text').value = '';
     await saveKeys(keys, 'RSA key imported (non-extractable) with a new signing key.');
   });
 }
