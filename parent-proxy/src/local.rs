@@ -91,6 +91,22 @@ fn kms_call(addr: &str, op: &str, body: &serde_json::Value) -> anyhow::Result<se
     Ok(v)
 }
 
+/// A kms-local key whose policy is the one operators render (`podctl policy`) for these PCRs; kms-local has one
+/// caller, so both principals are it.
+fn create_key(kms_addr: &str, pcrs_text: &str, description: &str) -> anyhow::Result<String> {
+    let policy = pod_client::policy::render(pcrs_text, "*", "*")?;
+    let out = kms_call(
+        kms_addr,
+        "CreateKey",
+        &serde_json::json!({"Description": description, "Policy": policy.to_string()}),
+    )?;
+    Ok(out
+        .pointer("/KeyMetadata/KeyId")
+        .and_then(serde_json::Value::as_str)
+        .context("CreateKey answered no KeyId")?
+        .to_owned())
+}
+
 fn start_kms(bin: &Path, state: &Path) -> anyhow::Result<(Service, String)> {
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0", "--no-aws-root", "--state-dir"])
@@ -240,18 +256,7 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
                 .to_owned()
         }
         None => {
-            // The same renderer operators use (`podctl policy`); kms-local has one caller, so both principals are it.
-            let policy = pod_client::policy::render(&pcrs_text, "*", "*")?;
-            let out = kms_call(
-                &kms_addr,
-                "CreateKey",
-                &serde_json::json!({"Description": "Secure Pod local pod key", "Policy": policy.to_string()}),
-            )?;
-            let id = out
-                .pointer("/KeyMetadata/KeyId")
-                .and_then(serde_json::Value::as_str)
-                .context("CreateKey answered no KeyId")?
-                .to_owned();
+            let id = create_key(&kms_addr, &pcrs_text, "Secure Pod local pod key")?;
             std::fs::write(
                 &key_file,
                 serde_json::json!({"key_id": id, "pcrs": pcrs_json}).to_string(),
@@ -279,17 +284,8 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
                 let addr = kms_addr.clone();
                 let pcrs_text = pcrs_text.clone();
                 Arc::new(move || {
-                    let policy = pod_client::policy::render(&pcrs_text, "*", "*").map_err(|e| e.to_string())?;
-                    let out = kms_call(
-                        &addr,
-                        "CreateKey",
-                        &serde_json::json!({"Description": "Secure Pod local successor pod key", "Policy": policy.to_string()}),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    out.pointer("/KeyMetadata/KeyId")
-                        .and_then(serde_json::Value::as_str)
-                        .map(str::to_owned)
-                        .ok_or_else(|| "CreateKey answered no KeyId".to_owned())
+                    create_key(&addr, &pcrs_text, "Secure Pod local successor pod key")
+                        .map_err(|e| e.to_string())
                 })
             }),
             kms: KmsSettings {

@@ -331,6 +331,31 @@ pub mod fixtures {
             self.log.first().map(SignedEntry::hash).unwrap_or_default()
         }
 
+        /// Creates the room at the pod behind `client` and appends the rest of the log, through the HTTP API;
+        /// an error names the step and the pod's answer.
+        pub async fn register(&self, client: &crate::https::Client) -> Result<(), String> {
+            let room_hex = hex::encode(self.id());
+            for e in &self.log {
+                let (path, want) = if e.entry().seq == 0 {
+                    ("/rooms".to_owned(), 201)
+                } else {
+                    (format!("/rooms/{room_hex}/entries"), 200)
+                };
+                let body = serde_json::json!({"entry": base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    e.as_bytes()
+                )});
+                let (status, answer) = client
+                    .call("POST", &path, Some(&body))
+                    .await
+                    .map_err(|e| format!("POST {path}: {e}"))?;
+                if status != want {
+                    return Err(format!("POST {path}: {status} {answer}"));
+                }
+            }
+            Ok(())
+        }
+
         /// The log as bytes, for a sync.
         pub fn log_bytes(&self) -> Vec<Vec<u8>> {
             self.log.iter().map(|e| e.as_bytes().to_vec()).collect()
@@ -403,6 +428,18 @@ pub mod local {
         fn drop(&mut self) {
             stop(&mut self.child);
         }
+    }
+
+    /// `podctl` in `dir` against the local pod whose state directory is `state`, at `url` (the URL changes when the
+    /// pod restarts; the trust files in the state directory do not). Arguments are the caller's.
+    pub fn podctl(dir: &std::path::Path, state: &std::path::Path, url: &str) -> Command {
+        let mut c = Command::new(crate::bin("podctl"));
+        c.current_dir(dir)
+            .env("POD_URL", url)
+            .env("POD_CACERT", state.join("tls/cert.pem"))
+            .env("POD_ROOT", state.join("mock-root.pem"))
+            .env("POD_PCRS", state.join("pcrs.json"));
+        c
     }
 
     /// Starts `pod-proxy local` on a free port in a temporary directory.

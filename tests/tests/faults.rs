@@ -37,30 +37,11 @@ fn chattr(flag: &str, path: &std::path::Path) {
 async fn an_unwritable_audit_log_releases_nothing_and_recovers_without_a_gap() {
     let pod = pod_tests::local::start();
     let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
-    let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
-    let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
-    let pc = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs).unwrap();
+    let pc = pod.client();
     let verified = pc.attest().await.unwrap();
     let client = Client::new(&pod.url, Some(&cacert)).unwrap();
     let room = RoomFixture::new().unwrap();
-    let (s, _) = client
-        .call(
-            "POST",
-            "/rooms",
-            Some(&json!({"entry": b64(room.log[0].as_bytes())})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201);
-    let (s, _) = client
-        .call(
-            "POST",
-            &format!("/rooms/{}/entries", hex::encode(room.id())),
-            Some(&json!({"entry": b64(room.log[1].as_bytes())})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 200);
+    room.register(&client).await.unwrap();
     let sealed = envelope::seal(
         Kind::SealedToPod,
         &room.id(),
@@ -187,13 +168,8 @@ fn the_enclave_killed_mid_stream_leaves_no_plaintext_and_a_consistent_audit() {
     let work = tempfile::tempdir().unwrap();
     let s = &pod.state;
     let podctl = |args: &[&str]| {
-        Command::new(pod_tests::bin("podctl"))
+        pod_tests::local::podctl(work.path(), s, &pod.url)
             .args(args)
-            .current_dir(work.path())
-            .env("POD_URL", &pod.url)
-            .env("POD_CACERT", s.join("tls/cert.pem"))
-            .env("POD_ROOT", s.join("mock-root.pem"))
-            .env("POD_PCRS", s.join("pcrs.json"))
             .output()
             .unwrap()
     };
@@ -213,7 +189,7 @@ fn the_enclave_killed_mid_stream_leaves_no_plaintext_and_a_consistent_audit() {
     );
 
     // Open it, and kill the enclave while the document streams.
-    let open = Command::new(pod_tests::bin("podctl"))
+    let open = pod_tests::local::podctl(work.path(), s, &pod.url)
         .args([
             "open",
             "--key",
@@ -223,11 +199,6 @@ fn the_enclave_killed_mid_stream_leaves_no_plaintext_and_a_consistent_audit() {
             "--out",
             "big.out",
         ])
-        .current_dir(work.path())
-        .env("POD_URL", &pod.url)
-        .env("POD_CACERT", s.join("tls/cert.pem"))
-        .env("POD_ROOT", s.join("mock-root.pem"))
-        .env("POD_PCRS", s.join("pcrs.json"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -290,13 +261,8 @@ fn podctl_at(
     url: &str,
     args: &[&str],
 ) -> std::process::Output {
-    Command::new(pod_tests::bin("podctl"))
+    pod_tests::local::podctl(dir, state, url)
         .args(args)
-        .current_dir(dir)
-        .env("POD_URL", url)
-        .env("POD_CACERT", state.join("tls/cert.pem"))
-        .env("POD_ROOT", state.join("mock-root.pem"))
-        .env("POD_PCRS", state.join("pcrs.json"))
         .output()
         .unwrap()
 }

@@ -9,7 +9,7 @@
 )]
 
 use pod_tests::local::start;
-use std::process::{Command, Output};
+use std::process::Output;
 
 struct Podctl<'a> {
     pod: &'a pod_tests::local::LocalPod,
@@ -18,14 +18,8 @@ struct Podctl<'a> {
 
 impl Podctl<'_> {
     fn run(&self, args: &[&str]) -> Output {
-        let s = &self.pod.state;
-        Command::new(pod_tests::bin("podctl"))
+        pod_tests::local::podctl(&self.dir, &self.pod.state, &self.pod.url)
             .args(args)
-            .current_dir(&self.dir)
-            .env("POD_URL", &self.pod.url)
-            .env("POD_CACERT", s.join("tls/cert.pem"))
-            .env("POD_ROOT", s.join("mock-root.pem"))
-            .env("POD_PCRS", s.join("pcrs.json"))
             .output()
             .unwrap()
     }

@@ -285,29 +285,10 @@ async fn concurrent_requests_each_leave_one_audit_entry_in_order() {
     let pod = start();
     let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
     let client = std::sync::Arc::new(Client::new(&pod.url, Some(&cacert)).unwrap());
-    let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
-    let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
-    let pc = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs).unwrap();
+    let pc = pod.client();
     let verified = pc.attest().await.unwrap();
     let room = fixtures::RoomFixture::new().unwrap();
-    let (s, _) = client
-        .call(
-            "POST",
-            "/rooms",
-            Some(&json!({"entry": b64(room.log[0].as_bytes())})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201);
-    let (s, _) = client
-        .call(
-            "POST",
-            &format!("/rooms/{}/entries", hex::encode(room.id())),
-            Some(&json!({"entry": b64(room.log[1].as_bytes())})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 200);
+    room.register(&client).await.unwrap();
     let sealed = envelope::seal(
         Kind::SealedToPod,
         &room.id(),

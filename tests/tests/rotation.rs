@@ -20,13 +20,8 @@ use std::time::{Duration, Instant};
 const DOCS: usize = 1000;
 
 fn podctl(work: &Path, state: &Path, url: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(pod_tests::bin("podctl"));
-    c.args(args)
-        .current_dir(work)
-        .env("POD_URL", url)
-        .env("POD_CACERT", state.join("tls/cert.pem"))
-        .env("POD_ROOT", state.join("mock-root.pem"))
-        .env("POD_PCRS", state.join("pcrs.json"));
+    let mut c = pod_tests::local::podctl(work, state, url);
+    c.args(args);
     c
 }
 

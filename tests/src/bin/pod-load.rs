@@ -56,34 +56,11 @@ async fn main() {
     // Budgets lifted for the measurement.
     let pod = pod_tests::local::start_unbudgeted();
     let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
-    let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
-    let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
-    let pc = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs).unwrap();
-    let verified = pc.attest().await.unwrap();
+    let verified = pod.client().attest().await.unwrap();
     let room = RoomFixture::new().unwrap();
     let id = room.id();
-    let room_hex = hex::encode(id);
     let client = Arc::new(Client::new(&pod.url, Some(&cacert)).unwrap());
-    let (s, _) = client
-        .call(
-            "POST",
-            "/rooms",
-            Some(&json!({"entry": b64(room.log[0].as_bytes())})),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201);
-    for e in &room.log[1..] {
-        let (s, _) = client
-            .call(
-                "POST",
-                &format!("/rooms/{room_hex}/entries"),
-                Some(&json!({"entry": b64(e.as_bytes())})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(s, 200);
-    }
+    room.register(&client).await.unwrap();
     let member = Arc::new(room.member);
     let pem = format!(
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",

@@ -54,29 +54,12 @@ async fn main() {
     }
     let pod = pod_tests::local::start_unbudgeted();
     let cacert = std::fs::read_to_string(pod.state.join("tls/cert.pem")).unwrap();
-    let pcrs = std::fs::read_to_string(pod.state.join("pcrs.json")).unwrap();
-    let root = std::fs::read_to_string(pod.state.join("mock-root.pem")).unwrap();
-    let verified = pod_client::PodClient::new(&pod.url, Some(&cacert), Some(&root), &pcrs)
-        .unwrap()
-        .attest()
-        .await
-        .unwrap();
+    let verified = pod.client().attest().await.unwrap();
     let client = Arc::new(Client::new(&pod.url, Some(&cacert)).unwrap());
     let room = RoomFixture::new().unwrap();
     let room_id = room.id();
     let room_hex = hex::encode(room_id);
-    for e in &room.log {
-        let path = if e.entry().seq == 0 {
-            "/rooms".to_owned()
-        } else {
-            format!("/rooms/{room_hex}/entries")
-        };
-        let (s, _) = client
-            .call("POST", &path, Some(&json!({"entry": b64(e.as_bytes())})))
-            .await
-            .unwrap();
-        assert!(s == 200 || s == 201);
-    }
+    room.register(&client).await.unwrap();
     let owner = Arc::new(room.owner);
     let member = Arc::new(room.member);
     let log = Arc::new(tokio::sync::Mutex::new(room.log));
