@@ -427,7 +427,15 @@ impl PodClient {
 
         let tmp = output.with_extension("partial");
         let out_err = |e: std::io::Error| ClientError::Local(format!("{}: {e}", tmp.display()));
-        let mut out = std::fs::File::create(&tmp).map_err(out_err)?;
+        // Plaintext: readable by its owner only, while it streams and after the rename.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
+        }
+        let mut out = options.open(&tmp).map_err(out_err)?;
         let mut buf: Vec<u8> = Vec::new();
         let mut opener: Option<pod_protocol::stream::Opener> = None;
         let mut user_header_hash = None;

@@ -61,7 +61,7 @@ fn validation(message: impl Into<String>) -> KmsError {
     err("ValidationException", message)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredKey {
     id: String,
     created_ms: u64,
@@ -71,7 +71,7 @@ struct StoredKey {
     policy: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct State {
     keys: Vec<StoredKey>,
 }
@@ -158,8 +158,14 @@ impl Kms {
         let text = serde_json::to_string_pretty(state)
             .map_err(|e| err("KMSInternalException", e.to_string()))?;
         let tmp = self.state_file.with_extension("tmp");
+        // A fresh file, so the 0600 mode applies: a leftover temporary file (or a link put there) would keep its own
+        // permissions and carry them onto the key store with the rename.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(internal(e)),
+            _ => {}
+        }
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt as _;

@@ -71,7 +71,7 @@ pub struct ParentConfig {
 pub type KeyFactory = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// What the sealed-key store holds.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct SealedKey {
     /// The KMS key id.
     pub kms_key_id: String,
@@ -83,6 +83,17 @@ pub struct SealedKey {
     pub pod_spki: String,
     /// SHA-256 of the SPKI, hex.
     pub fingerprint: String,
+}
+
+impl std::fmt::Debug for SealedKey {
+    /// Without the sealed blob: it is ciphertext, but nothing gains from it in a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedKey")
+            .field("kms_key_id", &self.kms_key_id)
+            .field("pod_name", &self.pod_name)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Errors surfaced to API callers.

@@ -95,6 +95,13 @@ fn the_readme_walkthrough_works() {
         std::fs::read(work.path().join("bob.txt")).unwrap(),
         b"Series A term sheet"
     );
+    // The plaintext is readable by its owner only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(work.path().join("bob.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "bob.txt has mode {mode:o}");
 
     p.ok(&[
         "room",
