@@ -183,7 +183,7 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     });
     assert!(untouched, "a refused run moved documents");
 
-    // The job, killed once part of the documents has moved.
+    // The job, killed half-way: once its journal names half of the documents.
     let journal = work.path().join("rotation-journal.jsonl");
     let mut job = podctl(
         work.path(),
@@ -200,7 +200,7 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
         let lines = std::fs::read_to_string(&journal)
             .map(|t| t.lines().filter(|l| !l.is_empty()).count())
             .unwrap_or(0);
-        if lines > DOCS / 3 {
+        if lines >= DOCS / 2 {
             break;
         }
         assert!(
@@ -218,10 +218,12 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     let moved_before = (0..DOCS)
         .filter(|&i| hex::encode(header_of(&doc_path(&dir, i)).0.recipient()) == k2_hex)
         .count();
+    // A journal line is written before its file is renamed into place, so at most one named file is not moved yet.
     assert!(
-        moved_before > 0 && moved_before < DOCS,
+        (DOCS / 2 - 1..DOCS).contains(&moved_before),
         "killed half-way: {moved_before} moved"
     );
+    eprintln!("killed after {moved_before} of {DOCS} documents moved");
 
     // Resumed: finishes, skips what was done, writes and checks the certificate.
     let text = run(
