@@ -462,8 +462,9 @@ pub struct Pod {
     audit_resumed: bool,
     sealed_reason: Option<String>,
     successor: Option<Box<PodKeys>>,
-    /// `arn:PARTITION:kms:REGION:ACCOUNT` of the KMS key the pod key came from, as KMS answered.
-    kms_origin: Option<String>,
+    /// Where the pod key came from: `None` when not from KMS; `Ok(arn:PARTITION:kms:REGION:ACCOUNT)` of the KMS key
+    /// as KMS answered; `Err(the raw key id)` when that answer was not a key ARN.
+    kms_origin: Option<Result<String, String>>,
 }
 
 impl Pod {
@@ -754,10 +755,15 @@ impl Pod {
     }
 
     /// Records which KMS key (as KMS named it in its answer) released the pod key.
+    ///
+    /// A key id that does not parse as a KMS key ARN is kept as such: no successor is accepted then (fail closed),
+    /// since the check below could not say where one came from.
     pub fn set_kms_origin(&mut self, key_arn: &str) {
-        self.kms_origin = kms_scope(key_arn);
-        if self.kms_origin.is_none() {
-            tracing::warn!("KMS answered a key id that is not a KMS key ARN");
+        self.kms_origin = Some(kms_scope(key_arn).ok_or_else(|| key_arn.to_owned()));
+        if let Some(Err(_)) = self.kms_origin {
+            tracing::warn!(
+                "KMS answered a key id that is not a KMS key ARN; no successor key will be accepted"
+            );
         }
     }
 
@@ -775,9 +781,13 @@ impl Pod {
         let current = *self.keys()?.fingerprint();
         if let Some(origin) = &self.kms_origin {
             let theirs = key_arn.and_then(kms_scope);
-            if theirs.as_deref() != Some(origin.as_str()) {
+            let expected = match origin {
+                Ok(scope) => scope.clone(),
+                Err(raw) => format!("a KMS key ARN (the pod key's KMS answer named {raw:?})"),
+            };
+            if origin.is_err() || theirs.as_deref() != origin.as_ref().ok().map(String::as_str) {
                 return Err(PodError::SuccessorOrigin {
-                    expected: origin.clone(),
+                    expected,
                     got: key_arn.unwrap_or("none").to_owned(),
                 });
             }

@@ -564,11 +564,13 @@ async fn certify_rotation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let (mode, count) = link::decode_u64_pair(body)?;
     let mode = rotation::Mode::from_u64(mode)?;
     let started = lock(pod).certifier(mode);
-    let (mut folder, key) = match started {
-        Ok(v) => v,
-        Err(e) => return write_frame(w, id, kind::ERROR, &error_body(&e)).await,
+    // A refusal here (no successor, sealed) is still answered after the items: the parent sends every frame before
+    // it reads the reply, and an answer in the middle would turn the next frame into a protocol error and the real
+    // reason into a broken link.
+    let (mut folder, key, mut failure) = match started {
+        Ok((folder, key)) => (Some(folder), Some(key), None),
+        Err(e) => (None, None, Some(e)),
     };
-    let mut failure: Option<PodError> = None;
     loop {
         let f = timed(limits.frame_timeout, read_frame(r))
             .await?
@@ -578,11 +580,11 @@ async fn certify_rotation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             kind::LAST_CHUNK => true,
             _ => return Err(ConnError::Protocol("expected a chunk of rotation items")),
         };
-        if failure.is_none() {
+        if let (None, Some(folder), Some(key)) = (&failure, folder.as_mut(), key.as_ref()) {
             match link::decode_bytes_list(&f.body, link::MAX_ITEMS_PER_FRAME) {
                 Ok(items) => {
                     for item in items {
-                        if let Err(e) = folder.push(item, &key) {
+                        if let Err(e) = folder.push(item, key) {
                             failure = Some(PodError::RotationItems(e));
                             break;
                         }
@@ -595,14 +597,15 @@ async fn certify_rotation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             break;
         }
     }
-    if failure.is_none() && folder.count() != count {
-        failure = Some(PodError::RotationItems(pod_protocol::Error::Malformed(
-            "the number of items differs from the count announced",
-        )));
-    }
-    let result = match failure {
-        Some(e) => Err(e),
-        None => lock(pod).sign_certificate(mode, &folder),
+    let result = match (failure, folder) {
+        (Some(e), _) => Err(e),
+        (None, Some(folder)) if folder.count() != count => Err(PodError::RotationItems(
+            pod_protocol::Error::Malformed("the number of items differs from the count announced"),
+        )),
+        (None, Some(folder)) => lock(pod).sign_certificate(mode, &folder),
+        (None, None) => Err(PodError::RotationItems(pod_protocol::Error::Malformed(
+            "no certificate in progress",
+        ))),
     };
     match result {
         Ok(c) => write_frame(w, id, kind::ROTATION_CERTIFICATE, &c).await,

@@ -653,6 +653,15 @@ fn rotation_moves_documents_to_the_successor_key_audits_each_and_certifies_them(
     let next_fpr = fingerprint(&next.public_key().to_spki_der());
     // The pod key came from KMS in account 111122223333: a successor from another account (one the parent could
     // own, and so know the key of) or with no KMS origin is refused; one from the same account and region loads.
+    // When KMS's answer for the pod key did not name a key ARN, no successor is accepted at all (fail closed).
+    w.pod.set_kms_origin("1234abcd-not-an-arn");
+    assert!(matches!(
+        w.pod.set_successor(
+            hpke::PrivateKey::derive(&ikm).unwrap(),
+            Some("arn:aws:kms:eu-west-1:111122223333:key/cccc-next")
+        ),
+        Err(PodError::SuccessorOrigin { .. })
+    ));
     w.pod
         .set_kms_origin("arn:aws:kms:eu-west-1:111122223333:key/aaaa-current");
     for (arn, what) in [

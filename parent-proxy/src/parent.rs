@@ -202,6 +202,64 @@ pub fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, ApiError> 
     }
 }
 
+/// Replaces `path` with `bytes` so that a crash at any moment leaves either the old file or the new one, complete,
+/// and the new one durable once this returns: write a temporary file, sync it, rename it over `path`, sync the
+/// directory. The sealed pod keys are the only copy of what KMS returned; a key lost in the page cache after
+/// documents were moved to it would take those documents with it.
+pub fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), ApiError> {
+    use std::io::Write as _;
+    let err = |e: std::io::Error| ApiError::Internal(format!("{}: {e}", path.display()));
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    sync_dir(path.parent().unwrap_or(std::path::Path::new(".")))
+}
+
+/// Makes the renames and creations in `dir` durable.
+fn sync_dir(dir: &std::path::Path) -> Result<(), ApiError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ApiError::Internal(format!("syncing {}: {e}", dir.display())))
+}
+
+/// Reads a sealed key file: `None` when it does not exist, an error when it exists but cannot be read or parsed —
+/// never `None` for a damaged file, which the caller would take for "no key" and replace.
+fn read_sealed_key(path: &std::path::Path) -> Result<Option<SealedKey>, ApiError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
+            ApiError::Internal(format!(
+                "{} is damaged ({e}); restore it from backup — do not delete it, documents are sealed to that key",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ApiError::Internal(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Refuses a state directory whose stored pod key is already listed as retired: `promote` lists the old key before
+/// it swaps the files, so that is an interrupted promotion. Serving that key would refuse its own documents as
+/// retired and fork its audit chain.
+pub fn refuse_interrupted_promotion(state_dir: &std::path::Path) -> Result<(), ApiError> {
+    if let Some(k) = read_sealed_key(&state_dir.join("sealed-pod-key.json"))?
+        && read_retired(state_dir)?
+            .iter()
+            .any(|r| r.fingerprint == k.fingerprint)
+    {
+        return Err(ApiError::Internal(format!(
+            "the stored pod key {} is listed in retired-keys.json: a promotion was interrupted; run `pod-proxy \
+             promote --state-dir {}` again to finish it",
+            k.fingerprint,
+            state_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Reads `retired-keys.json` (empty when absent).
 pub fn read_retired(dir: &std::path::Path) -> Result<Vec<RetiredKey>, ApiError> {
     match std::fs::read_to_string(dir.join("retired-keys.json")) {
@@ -280,10 +338,7 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
     }
     let text =
         serde_json::to_string_pretty(&retired).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let tmp = state_dir.join("retired-keys.json.tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, state_dir.join("retired-keys.json")))
-        .map_err(|e| io("retired-keys.json", e))?;
+    write_durably(&state_dir.join("retired-keys.json"), text.as_bytes())?;
     for name in ["audit.log", "checkpoints.log"] {
         let from = state_dir.join(name);
         if from.exists() {
@@ -295,6 +350,8 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
             .map_err(|e| io("archiving the sealed key", e))?;
     }
     std::fs::rename(&next_path, &current_path).map_err(|e| io("promoting the successor", e))?;
+    sync_dir(&archive)?;
+    sync_dir(state_dir)?;
     Ok(Promotion {
         retired: current.fingerprint,
         current: next.fingerprint,
@@ -399,11 +456,9 @@ impl Parent {
         self.config.state_dir.join("sealed-pod-key.next.json")
     }
 
-    /// The successor key of a rotation in progress, once prepared.
-    pub fn next_sealed_key(&self) -> Option<SealedKey> {
-        std::fs::read_to_string(self.next_key_path())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
+    /// The successor key of a rotation in progress, once prepared (an error when its file is damaged).
+    pub fn next_sealed_key(&self) -> Result<Option<SealedKey>, ApiError> {
+        read_sealed_key(&self.next_key_path())
     }
 
     async fn credentials(&self) -> Result<(String, String, Option<String>), ApiError> {
@@ -450,11 +505,14 @@ impl Parent {
     /// unsealed through KMS. The sealed successor is stored beside the pod key, so that an enclave restart during
     /// the rotation loads it again. Returns it.
     pub async fn prepare_rotation(&self, how: PrepareRotation) -> Result<SealedKey, ApiError> {
-        if let Some(k) = self.next_sealed_key() {
+        // Any file at that path, even a damaged one, means a successor may already hold documents.
+        if self.next_key_path().exists() {
+            let k = self.next_sealed_key()?;
+            let fingerprint = k.map_or_else(|| "an unreadable key".to_owned(), |k| k.fingerprint);
             return Err(ApiError::BadRequest(format!(
                 "a rotation to {} is already prepared ({}); finish it with `podctl rotate run` and `pod-proxy \
                  promote`. Do not delete that file while documents may already be sealed to that key.",
-                k.fingerprint,
+                fingerprint,
                 self.next_key_path().display()
             )));
         }
@@ -519,12 +577,9 @@ impl Parent {
                 k
             }
         };
-        let tmp = self.next_key_path().with_extension("tmp");
         let text =
             serde_json::to_string_pretty(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, self.next_key_path()))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        write_durably(&self.next_key_path(), text.as_bytes())?;
         tracing::info!(successor = %stored.fingerprint, "rotation prepared: successor pod key loaded");
         Ok(stored)
     }
@@ -588,11 +643,9 @@ impl Parent {
         self.config.state_dir.join("sealed-pod-key.json")
     }
 
-    /// The sealed pod key, once provisioned.
-    pub fn sealed_key(&self) -> Option<SealedKey> {
-        std::fs::read_to_string(self.key_path())
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
+    /// The sealed pod key, once provisioned (an error when its file is damaged).
+    pub fn sealed_key(&self) -> Result<Option<SealedKey>, ApiError> {
+        read_sealed_key(&self.key_path())
     }
 
     /// Brings the enclave to ready: resumes the audit chain, provisions or unseals the pod key, loads every room.
@@ -605,10 +658,11 @@ impl Parent {
             .unwrap_or_else(|p| p.into_inner())
             .last()
             .map(<[u8]>::to_vec);
+        refuse_interrupted_promotion(&self.config.state_dir)?;
         let health = self.health().await?;
         if health.status == "sealed" {
             let kms = &self.config.kms;
-            let reply = match self.sealed_key() {
+            let reply = match self.sealed_key()? {
                 Some(k) => {
                     let body = self.unseal_body(&k).await?;
                     self.enclave.call(kind::UNSEAL, &body).await?
@@ -616,7 +670,7 @@ impl Parent {
                 None => {
                     // A missing sealed key in a directory that has rotated before is an interrupted promotion, not a
                     // new pod: a fresh key here would orphan every document.
-                    if self.next_sealed_key().is_some()
+                    if self.next_key_path().exists()
                         || !read_retired(&self.config.state_dir)?.is_empty()
                     {
                         return Err(ApiError::Internal(format!(
@@ -655,12 +709,9 @@ impl Parent {
                         pod_spki: b64(spki),
                         fingerprint: hex::encode(pod_protocol::keys::fingerprint(spki)),
                     };
-                    let tmp = self.key_path().with_extension("tmp");
                     let text = serde_json::to_string_pretty(&stored)
                         .map_err(|e| ApiError::Internal(e.to_string()))?;
-                    std::fs::write(&tmp, text)
-                        .and_then(|()| std::fs::rename(&tmp, self.key_path()))
-                        .map_err(|e| ApiError::Internal(e.to_string()))?;
+                    write_durably(&self.key_path(), text.as_bytes())?;
                     tracing::info!(fingerprint = %stored.fingerprint, "pod key provisioned and stored sealed");
                 }
                 _ => {
@@ -672,7 +723,7 @@ impl Parent {
         // The enclave must hold the stored pod key: after a promotion, an enclave still running the old key would
         // start a new audit chain under the old receipt key.
         let ready = self.health().await?;
-        if let (Some(stored), Some(held)) = (self.sealed_key(), ready.key_fingerprint.as_ref())
+        if let (Some(stored), Some(held)) = (self.sealed_key()?, ready.key_fingerprint.as_ref())
             && &stored.fingerprint != held
         {
             return Err(ApiError::Unavailable(format!(
@@ -713,7 +764,7 @@ impl Parent {
         }
         // A rotation in progress survives an enclave restart: load the successor again.
         let health = self.health().await?;
-        if let (Some(next), None) = (self.next_sealed_key(), &health.next_key_fingerprint) {
+        if let (Some(next), None) = (self.next_sealed_key()?, &health.next_key_fingerprint) {
             let body = self.unseal_body(&next).await?;
             let reply = self.enclave.call(kind::UNSEAL_NEXT, &body).await?;
             if reply.kind != kind::OK {
@@ -894,7 +945,7 @@ impl Parent {
     ) -> Result<Conversation, ApiError> {
         // Nothing moves to a successor whose sealed form is not stored here: after the next enclave restart that key
         // would be gone, and every document moved to it with it.
-        let stored = self.next_sealed_key().map(|k| k.fingerprint);
+        let stored = self.next_sealed_key()?.map(|k| k.fingerprint);
         let loaded = self.health().await?.next_key_fingerprint;
         if stored.is_none() || stored != loaded {
             return Err(ApiError::BadRequest(format!(

@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use pod_proxy::parent::{SealedKey, lock_state_dir, promote, read_retired};
+use pod_proxy::parent::{
+    RetiredKey, SealedKey, lock_state_dir, promote, read_retired, refuse_interrupted_promotion,
+    write_durably,
+};
 use std::path::Path;
 
 fn key(fpr: &str) -> SealedKey {
@@ -77,7 +80,7 @@ fn promotion_archives_the_old_key_and_finishes_after_an_interruption() {
     )
     .unwrap();
     let mut list = read_retired(dir).unwrap();
-    list.push(pod_proxy::parent::RetiredKey {
+    list.push(RetiredKey {
         fingerprint: new.fingerprint.clone(),
         successor: newer.fingerprint.clone(),
         retired_at_ms: 1,
@@ -98,4 +101,63 @@ fn promotion_archives_the_old_key_and_finishes_after_an_interruption() {
         2,
         "the retired key is listed once"
     );
+}
+
+#[test]
+fn a_promotion_interrupted_after_the_retired_list_is_refused_at_start_until_it_is_finished() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (old, new) = (key("a"), key("b"));
+    write(dir, "sealed-pod-key.json", &old);
+    write(dir, "sealed-pod-key.next.json", &new);
+    refuse_interrupted_promotion(dir).unwrap();
+    // `promote` wrote the retired list, then died before moving anything.
+    let list = vec![RetiredKey {
+        fingerprint: old.fingerprint.clone(),
+        successor: new.fingerprint.clone(),
+        retired_at_ms: 1,
+    }];
+    write_durably(
+        &dir.join("retired-keys.json"),
+        serde_json::to_string(&list).unwrap().as_bytes(),
+    )
+    .unwrap();
+    let e = refuse_interrupted_promotion(dir).unwrap_err().to_string();
+    assert!(
+        e.contains("promotion was interrupted") && e.contains("pod-proxy promote"),
+        "{e}"
+    );
+    // Running promote again finishes it, and the directory starts.
+    assert_eq!(promote(dir).unwrap().current, new.fingerprint);
+    refuse_interrupted_promotion(dir).unwrap();
+}
+
+#[test]
+fn a_damaged_sealed_key_is_an_error_never_a_missing_key() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // A missing key is fine (a new pod); a torn one must not be taken for missing, or a new key would replace it.
+    refuse_interrupted_promotion(dir).unwrap();
+    std::fs::write(dir.join("sealed-pod-key.json"), b"{\"kms_key_id\": \"k").unwrap();
+    let e = refuse_interrupted_promotion(dir).unwrap_err().to_string();
+    assert!(e.contains("damaged") && e.contains("do not delete"), "{e}");
+    // The same for a successor: promote refuses rather than archiving the pod key for a key it cannot read.
+    write(dir, "sealed-pod-key.json", &key("a"));
+    std::fs::write(dir.join("sealed-pod-key.next.json"), b"").unwrap();
+    assert!(promote(dir).is_err());
+    assert_eq!(
+        read(dir, "sealed-pod-key.json").fingerprint,
+        key("a").fingerprint
+    );
+    // write_durably leaves no temporary file behind.
+    write_durably(
+        &dir.join("sealed-pod-key.next.json"),
+        serde_json::to_string(&key("b")).unwrap().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        read(dir, "sealed-pod-key.next.json").fingerprint,
+        key("b").fingerprint
+    );
+    assert!(!dir.join("sealed-pod-key.next.tmp").exists());
 }

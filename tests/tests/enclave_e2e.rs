@@ -236,3 +236,43 @@ fn a_hostile_parent_gets_errors_not_crashes() {
     );
     assert!(enclave.stop().success());
 }
+
+/// A certificate asked of a pod that has no successor is refused with that reason after the items, not in the
+/// middle of them: the parent sends every frame before it reads the reply, and an early answer would leave its
+/// next frame as a protocol error and the reason lost. The link stays usable.
+#[test]
+fn a_certificate_without_a_successor_is_refused_with_the_reason_after_every_item() {
+    let enclave = Enclave::start(&[]);
+    let mut link = enclave.link();
+    assert_eq!(
+        link.call(kind::HEALTH, &[]).unwrap().kind,
+        kind::HEALTH_REPORT
+    );
+    let items: Vec<Vec<u8>> = (0..1300u32).map(|i| i.to_be_bytes().repeat(40)).collect();
+    link.send(
+        kind::CERTIFY_ROTATION,
+        &pod_protocol::link::encode_u64_pair(1, items.len() as u64),
+    )
+    .unwrap();
+    let batches: Vec<&[Vec<u8>]> = items.chunks(512).collect();
+    for (i, batch) in batches.iter().enumerate() {
+        let refs: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        let k = if i + 1 == batches.len() {
+            kind::LAST_CHUNK
+        } else {
+            kind::CHUNK
+        };
+        link.send(k, &pod_protocol::link::encode_bytes_list(&refs))
+            .unwrap();
+    }
+    let reply = link.recv().unwrap();
+    assert_eq!(reply.kind, kind::ERROR);
+    let (code, _) = pod_protocol::link::decode_code_message(&reply.body).unwrap();
+    assert_eq!(code, "no_successor");
+    // The same connection still serves: the items were read to the end.
+    assert_eq!(
+        link.call(kind::HEALTH, &[]).unwrap().kind,
+        kind::HEALTH_REPORT
+    );
+    assert!(enclave.stop().success());
+}
