@@ -74,6 +74,27 @@ fn local(path: &Path, e: impl std::fmt::Display) -> ClientError {
     ClientError::Local(format!("{}: {e}", path.display()))
 }
 
+/// Names the document an error happened on: among thousands, the operator must know which one to look at. The
+/// original is untouched (the answer went to its `.rotating` file), so a run after fixing or moving it continues.
+fn in_file(path: &Path, e: ClientError) -> ClientError {
+    match e {
+        ClientError::Refused {
+            status,
+            code,
+            message,
+        } => ClientError::Refused {
+            status,
+            code,
+            message: format!("{}: {message}", path.display()),
+        },
+        ClientError::Integrity(m) => ClientError::Integrity(format!("{}: {m}", path.display())),
+        ClientError::Local(m) if !m.contains(&*path.to_string_lossy()) => {
+            ClientError::Local(format!("{}: {m}", path.display()))
+        }
+        other => other,
+    }
+}
+
 fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Rewrap => "rewrap",
@@ -359,6 +380,13 @@ impl PodClient {
             return Err(ClientError::Local(e));
         }
         let headers = self.streamed(result)?;
+        let old_body = std::fs::metadata(input)
+            .map_err(|e| local(input, e))?
+            .len()
+            .saturating_sub(*body_start as u64);
+        if mode == Mode::ReEncrypt {
+            take_body_seal(out, &tmp, &pod.receipt_key, old_body)?;
+        }
         if mode == Mode::Rewrap {
             // The new header, then the unchanged body from the original.
             let mut f = std::fs::File::open(input).map_err(|e| local(input, e))?;
@@ -386,7 +414,6 @@ impl PodClient {
                 .map(|m| m.len())
                 .map_err(|e| local(p, e))
         };
-        let old_body = len(input)?.saturating_sub(*body_start as u64);
         let new_body = len(out)?.saturating_sub(new_start as u64);
         if old_body != new_body {
             return Err(ClientError::Integrity(format!(
@@ -489,7 +516,10 @@ impl PodClient {
                 progress(n as u64 + 1, total);
                 continue;
             }
-            let item = self.rotate_one(&pod, &next, mode, path, &h, &tmp).await?;
+            let item = self
+                .rotate_one(&pod, &next, mode, path, &h, &tmp)
+                .await
+                .map_err(|e| in_file(path, e))?;
             journal.append(JournalLine {
                 path: rel,
                 old: hex::encode(item.item().old_header_hash),
@@ -574,6 +604,56 @@ impl PodClient {
     }
 }
 
+/// Checks and removes the body seal that ends a re-encrypt-mode answer written to `path` (SPEC §9): the file must be
+/// the new header, a body as long as the original's (`old_body` bytes; STREAM keeps lengths) and the 64-byte seal,
+/// and the seal must be the attested pod's signature over the new header hash and the body's SHA-256. The body is
+/// ciphertext under the new pod key, which nobody here holds: this is the only check that it is what the pod made.
+fn take_body_seal(
+    path: &Path,
+    file: &std::fs::File,
+    receipt_key: &pod_protocol::keys::VerifyingKey,
+    old_body: u64,
+) -> Result<(), ClientError> {
+    let (header, start) = read_head(path)?
+        .ok_or_else(|| ClientError::Integrity("the moved document has no header".into()))?;
+    let len = file.metadata().map_err(|e| local(path, e))?.len();
+    let seal_len = rotation::BODY_SEAL_LEN as u64;
+    let expected = start as u64 + old_body + seal_len;
+    if len != expected {
+        return Err(ClientError::Integrity(format!(
+            "the answer is {len} bytes, {expected} expected (header, a body as long as the original's, the pod's \
+             seal): it was cut off or extended"
+        )));
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| local(path, e))?;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start as u64))
+        .map_err(|e| local(path, e))?;
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut left = old_body;
+    let mut buf = vec![0u8; 64 * 1024];
+    while left > 0 {
+        let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let piece = buf.get_mut(..want).unwrap_or_default();
+        f.read_exact(piece).map_err(|e| local(path, e))?;
+        digest.update(piece);
+        left -= want as u64;
+    }
+    let mut seal = [0u8; rotation::BODY_SEAL_LEN];
+    f.read_exact(&mut seal).map_err(|e| local(path, e))?;
+    let body_sha256: [u8; HASH_LEN] = digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .map_err(|_| ClientError::Integrity("digest length".into()))?;
+    rotation::verify_body_seal(receipt_key, &header.hash(), &body_sha256, &seal).map_err(|_| {
+        ClientError::Integrity(
+            "the re-encrypted body is not the one the pod sealed: it was changed in transit; the original is kept"
+                .into(),
+        )
+    })?;
+    file.set_len(len - seal_len).map_err(|e| local(path, e))
+}
+
 /// Checks a certificate file: signed by the receipt key whose fingerprint is `receipt_key` (as the old pod's
 /// attestation showed it: the certificate names its own key, so this comparison is what ties it to the pod), for the
 /// pod key `old_pod`; with `dir`, that every sealed document there is one the certificate names as moved (its header
@@ -617,4 +697,101 @@ pub fn verify_certificate(
         }
     }
     Ok((c, items))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use pod_protocol::envelope::Kind;
+    use pod_protocol::hpke;
+    use pod_protocol::keys::{EncryptionKey, SigningKey};
+
+    /// A re-encrypted answer as the pod writes it: the new document, then the seal over its header and body.
+    fn answer(pod: &SigningKey, body_len: usize) -> (Vec<u8>, u64) {
+        let next = hpke::PrivateKey::generate().unwrap();
+        let plain: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+        let doc = envelope::seal(
+            Kind::SealedToPod,
+            &[7; HASH_LEN],
+            b"doc",
+            &EncryptionKey::HpkeP256(next.public_key().clone()),
+            &plain,
+        )
+        .unwrap();
+        let (h, start) = envelope::read_header(&doc).unwrap().unwrap();
+        let body_sha: [u8; HASH_LEN] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &doc[start..])
+                .as_ref()
+                .try_into()
+                .unwrap();
+        let seal = rotation::seal_body(pod, &h.hash(), &body_sha).unwrap();
+        let body = (doc.len() - start) as u64;
+        ([doc, seal.to_vec()].concat(), body)
+    }
+
+    fn check(
+        bytes: &[u8],
+        key: &pod_protocol::keys::VerifyingKey,
+        old_body: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("doc.spd.rotating");
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        take_body_seal(&path, &file, key, old_body)?;
+        Ok(std::fs::read(&path).unwrap())
+    }
+
+    #[test]
+    fn a_sealed_body_is_accepted_and_its_seal_removed_and_any_change_is_refused() {
+        let pod = SigningKey::generate().unwrap();
+        let key = pod.verifying_key();
+        let (good, body) = answer(&pod, 200_000);
+        let kept = check(&good, &key, body).unwrap();
+        assert_eq!(kept, good[..good.len() - rotation::BODY_SEAL_LEN]);
+
+        // One byte of the body, of the header, of the seal; cut short; one byte more; no seal; another signer.
+        let header_len = good.len() - rotation::BODY_SEAL_LEN - body as usize;
+        for at in [header_len + 5, header_len + 100_000, good.len() - 3, 10] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x01;
+            assert!(
+                check(&bad, &key, body).is_err(),
+                "a change at {at} was accepted"
+            );
+        }
+        assert!(check(&good[..good.len() - 1], &key, body).is_err());
+        assert!(check(&[good.as_slice(), &[0]].concat(), &key, body).is_err());
+        assert!(check(&good[..good.len() - rotation::BODY_SEAL_LEN], &key, body).is_err());
+        let other = SigningKey::generate().unwrap().verifying_key();
+        let e = check(&good, &other, body).unwrap_err().to_string();
+        assert!(e.contains("changed in transit"), "{e}");
+        // An empty body is sealed too.
+        let (empty, zero) = answer(&pod, 0);
+        check(&empty, &key, zero).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_document() {
+        let p = Path::new("/srv/sealed/q3/term-sheet.spd");
+        let e = in_file(p, ClientError::Integrity("cut off".into())).to_string();
+        assert!(e.contains("term-sheet.spd") && e.contains("cut off"), "{e}");
+        let e = in_file(
+            p,
+            ClientError::Refused {
+                status: 403,
+                code: "stream_corrupt".into(),
+                message: "damaged".into(),
+            },
+        )
+        .to_string();
+        assert!(
+            e.contains("term-sheet.spd") && e.contains("stream_corrupt"),
+            "{e}"
+        );
+        // Not named twice.
+        let e = in_file(p, ClientError::Local(format!("{}: gone", p.display()))).to_string();
+        assert_eq!(e.matches("term-sheet.spd").count(), 1, "{e}");
+    }
 }

@@ -928,6 +928,17 @@ impl Pod {
         Ok((ItemFolder::new(mode, next.fingerprint), keys.receipt_key()))
     }
 
+    /// Seals a re-encrypted body the rotation streamed out (SPEC §9): the receipt key signs the new header hash and
+    /// the SHA-256 of the body bytes emitted.
+    pub fn seal_rotated_body(
+        &self,
+        new_header_hash: &[u8; HASH_LEN],
+        body_sha256: &[u8; HASH_LEN],
+    ) -> Result<[u8; rotation::BODY_SEAL_LEN], PodError> {
+        rotation::seal_body(&self.keys()?.receipt, new_header_hash, body_sha256)
+            .map_err(PodError::Crypto)
+    }
+
     /// Signs the rotation certificate over the items `folder` checked.
     pub fn sign_certificate(&self, mode: Mode, folder: &ItemFolder) -> Result<Vec<u8>, PodError> {
         let keys = self.keys()?;

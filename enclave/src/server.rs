@@ -10,7 +10,8 @@ use pod_cbor::Encoder;
 use pod_cbor::{Decoder, Len};
 use pod_protocol::frame::{self, Frame, PREFIX_LEN};
 use pod_protocol::link::{self, kind};
-use pod_protocol::rotation;
+use pod_protocol::{envelope, rotation};
+use sha2::Digest as _;
 use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -510,6 +511,18 @@ async fn conversation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         // A rewrap: the body does not change and does not pass through the enclave.
         return Ok(());
     }
+    // A re-encrypt-mode rotation ends with a seal over the body it emitted (SPEC §9): the moved document's body is
+    // ciphertext its keeper cannot check, and the parent must not be able to change it unnoticed.
+    let mut body_seal = if kind_code == kind::ROTATE {
+        let new_header_hash = envelope::read_header(&release.header)
+            .ok()
+            .flatten()
+            .map(|(h, _)| h.hash())
+            .ok_or(ConnError::Protocol("the rotated header does not parse"))?;
+        Some((new_header_hash, sha2::Sha256::new()))
+    } else {
+        None
+    };
 
     // Stream: one stored chunk in, one re-encrypted chunk out, never more than one chunk held.
     loop {
@@ -538,6 +551,9 @@ async fn conversation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             )
             .await;
         }
+        if let Some((_, hasher)) = body_seal.as_mut() {
+            hasher.update(&chunk);
+        }
         write_frame(
             w,
             id,
@@ -546,7 +562,15 @@ async fn conversation<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         )
         .await?;
         if last {
-            return Ok(());
+            let Some((new_header_hash, hasher)) = body_seal.take() else {
+                return Ok(());
+            };
+            let digest: [u8; 32] = hasher.finalize().into();
+            let sealed = lock(pod).seal_rotated_body(&new_header_hash, &digest);
+            return match sealed {
+                Ok(seal) => write_frame(w, id, kind::ROTATION_BODY_SEAL, &seal).await,
+                Err(e) => write_frame(w, id, kind::ERROR, &error_body(&e)).await,
+            };
         }
     }
 }

@@ -14,7 +14,7 @@
 //! | `GET /metrics` | | Prometheus text |
 //! | `GET /app/…` | | the browser client (static files embedded in the binary; `GET /` redirects here) |
 //! | `POST /admin/rotation/prepare` | `{kms_key_id}` or `{sealed_key}` (or `{}` in local mode) | `{next_key_fingerprint, pod_spki, kms_key_id}` |
-//! | `POST /pod/rotate/stream` | a stored document (rewrap: its prefix and header suffice); header `x-pod-rotation-mode` | the moved document; header `x-pod-rotation-item` |
+//! | `POST /pod/rotate/stream` | a stored document (rewrap: its prefix and header suffice); header `x-pod-rotation-mode` | the moved document (re-encrypt: followed by the 64-byte body seal, SPEC §9); header `x-pod-rotation-item` |
 //! | `POST /admin/rotation/certify` | `{mode, items}` (signed items, sorted) | `{certificate}` |
 //!
 //! The rotation routes (`/admin/…` and `/pod/rotate/…`) answer only to loopback peers: an operator on the parent

@@ -956,8 +956,11 @@ impl Parent {
                 stored.as_deref().unwrap_or("none")
             )));
         }
-        self.begin(kind::ROTATE, &link::encode_seq_bytes(mode as u64, header))
-            .await
+        let mut c = self
+            .begin(kind::ROTATE, &link::encode_seq_bytes(mode as u64, header))
+            .await?;
+        c.seal_follows = mode == pod_protocol::rotation::Mode::ReEncrypt;
+        Ok(c)
     }
 
     async fn begin(&self, kind_code: u64, body: &[u8]) -> Result<Conversation, ApiError> {
@@ -1008,6 +1011,7 @@ impl Parent {
             id,
             header: header.to_vec(),
             receipt: receipt.to_vec(),
+            seal_follows: false,
         })
     }
 
@@ -1030,7 +1034,24 @@ impl Parent {
             let (code, message) = r.code_message();
             return Err(ApiError::Refused { code, message });
         }
-        Ok(r.body)
+        let mut out = r.body;
+        if last && c.seal_follows {
+            // The body seal goes to the client after the document; it is what lets the client check the body.
+            let seal = c.conn.recv().await?;
+            match seal.kind {
+                kind::ROTATION_BODY_SEAL => out.extend_from_slice(&seal.body),
+                kind::ERROR => {
+                    let (code, message) = seal.code_message();
+                    return Err(ApiError::Refused { code, message });
+                }
+                _ => {
+                    return Err(ApiError::Internal(
+                        "the enclave did not seal the rotated body".into(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Returns a finished conversation's connection to the pool.
@@ -1079,6 +1100,8 @@ pub struct Conversation {
     pub header: Vec<u8>,
     /// The signed receipt.
     pub receipt: Vec<u8>,
+    /// A re-encrypt-mode rotation: the enclave's body seal follows the last chunk and ends the answer.
+    seal_follows: bool,
 }
 
 fn audit_log_next_seq(log: &Mutex<RecordLog>) -> u64 {

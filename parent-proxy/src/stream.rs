@@ -84,7 +84,8 @@ pub async fn re_encrypt(
 }
 
 /// `POST /pod/rotate/stream` (`x-pod-rotation-mode: rewrap | re-encrypt`): moves one stored document to the
-/// successor pod key. The answer carries the signed rotation item in `x-pod-rotation-item`. In rewrap mode the
+/// successor pod key. The answer carries the signed rotation item in `x-pod-rotation-item`; in re-encrypt mode the
+/// moved document is followed by the enclave's 64-byte body seal (SPEC §9). In rewrap mode the
 /// body does not change: the client may send only the prefix and header and keep its body, and whatever body it
 /// does send comes back unchanged after the new header.
 pub async fn rotate(

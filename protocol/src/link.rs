@@ -75,6 +75,8 @@ pub mod kind {
     pub const CHECKPOINT_SIGNED: u64 = 109;
     /// Enclave → parent: a signed rotation certificate.
     pub const ROTATION_CERTIFICATE: u64 = 110;
+    /// Enclave → parent, after the last chunk of a re-encrypt-mode rotation: the body seal (SPEC §9).
+    pub const ROTATION_BODY_SEAL: u64 = 111;
     /// Enclave → parent: the operation failed.
     pub const ERROR: u64 = 199;
 }

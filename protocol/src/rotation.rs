@@ -11,7 +11,14 @@
 //!               increasing, so a document appears once); the root of no items is labeled_hash("rotation", "")
 //! certificate = [[1, mode, old_pod_fingerprint, new_pod_fingerprint, old_receipt_spki: bstr, count, root,
 //!                 time_ms]: bstr, signature]             context "rotation", the old pod's receipt key
+//! body_seal   = signature over new_header_hash ‖ SHA-256(new body)
+//!                                                        context "rotation-body", the old pod's receipt key
 //! ```
+//!
+//! In re-encrypt mode the body is new ciphertext that only the new pod key opens, so whoever stores the moved
+//! document cannot check it. The pod therefore seals the body it produced: after the last chunk it signs the new
+//! header hash with the SHA-256 of every body byte it emitted, and the answer ends with those 64 bytes. A parent
+//! that changed, cut or reordered the body in transit is caught before the original is replaced.
 //!
 //! `mode` 1 is **rewrap** (routine rotation: the document's file key is unwrapped with the old pod key and wrapped
 //! to the new one; the body is unchanged) and 2 is **re-encrypt** (after a compromise: a fresh file key, the body
@@ -25,6 +32,39 @@
 use crate::Error;
 use crate::keys::{HASH_LEN, SigningKey, VerifyingKey, decode_signed, encode_signed, labeled_hash};
 use pod_cbor::{Decoder, Encoder, Len};
+
+/// Length of a body seal (a raw P-256 `r ‖ s`).
+pub const BODY_SEAL_LEN: usize = crate::keys::SIGNATURE_LEN;
+
+fn body_seal_message(new_header_hash: &[u8; HASH_LEN], body_sha256: &[u8; HASH_LEN]) -> Vec<u8> {
+    [new_header_hash.as_slice(), body_sha256].concat()
+}
+
+/// Seals a re-encrypted body: the old pod's receipt key signs the new header hash and the body's SHA-256.
+pub fn seal_body(
+    key: &SigningKey,
+    new_header_hash: &[u8; HASH_LEN],
+    body_sha256: &[u8; HASH_LEN],
+) -> Result<[u8; BODY_SEAL_LEN], Error> {
+    key.sign(
+        "rotation-body",
+        &body_seal_message(new_header_hash, body_sha256),
+    )
+}
+
+/// Checks a body seal against the attested receipt key.
+pub fn verify_body_seal(
+    key: &VerifyingKey,
+    new_header_hash: &[u8; HASH_LEN],
+    body_sha256: &[u8; HASH_LEN],
+    seal: &[u8],
+) -> Result<(), Error> {
+    key.verify(
+        "rotation-body",
+        &body_seal_message(new_header_hash, body_sha256),
+        seal,
+    )
+}
 
 /// Largest encoded signed item.
 pub const MAX_ITEM_LEN: usize = 512;
@@ -382,6 +422,27 @@ pub fn verify_certificate_file(
     d.finish()?;
     let parsed = certificate.check_items(&items)?;
     Ok((certificate, parsed))
+}
+
+#[cfg(test)]
+mod body_seal_tests {
+    use super::*;
+
+    #[test]
+    fn a_body_seal_names_one_header_and_one_body_under_one_key() {
+        let key = SigningKey::generate().unwrap();
+        let (h, b) = ([1u8; HASH_LEN], [2u8; HASH_LEN]);
+        let seal = seal_body(&key, &h, &b).unwrap();
+        verify_body_seal(&key.verifying_key(), &h, &b, &seal).unwrap();
+        let other = SigningKey::generate().unwrap().verifying_key();
+        assert!(verify_body_seal(&other, &h, &b, &seal).is_err());
+        assert!(verify_body_seal(&key.verifying_key(), &b, &h, &seal).is_err());
+        assert!(verify_body_seal(&key.verifying_key(), &h, &[3; HASH_LEN], &seal).is_err());
+        assert!(verify_body_seal(&key.verifying_key(), &h, &b, &seal[..63]).is_err());
+        // Another context's signature over the same bytes is not a seal.
+        let item_sig = key.sign("rotation-item", &[h, b].concat()).unwrap();
+        assert!(verify_body_seal(&key.verifying_key(), &h, &b, &item_sig).is_err());
+    }
 }
 
 #[cfg(test)]
