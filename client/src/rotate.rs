@@ -48,6 +48,15 @@ struct JournalHead {
     new_pod: String,
     mode: String,
     receipt_key: String,
+    /// The directory rotated, canonical: journal paths are relative to it, so a journal belongs to one directory.
+    dir: String,
+}
+
+fn canonical_dir(dir: &Path) -> Result<String, ClientError> {
+    let c = std::fs::canonicalize(dir).map_err(|e| local(dir, e))?;
+    c.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ClientError::Local(format!("{}: the path is not UTF-8", c.display())))
 }
 
 /// What a run did.
@@ -178,6 +187,14 @@ impl Journal {
                     .next()
                     .and_then(|l| serde_json::from_str(l).ok())
                     .ok_or_else(|| local(path, "not a rotation journal"))?;
+                if first.dir != head.dir {
+                    return Err(ClientError::Local(format!(
+                        "{} is the journal of another directory ({}); give each directory its own journal and \
+                         certificate (--journal, --certificate)",
+                        path.display(),
+                        first.dir
+                    )));
+                }
                 if &first != head {
                     return Err(ClientError::Local(format!(
                         "{} belongs to another rotation ({} → {}, {}); finish or move it first",
@@ -456,6 +473,7 @@ impl PodClient {
             new_pod: hex::encode(next),
             mode: mode_name(mode).to_owned(),
             receipt_key: b64(&pod.receipt_key.to_spki_der()),
+            dir: canonical_dir(dir)?,
         };
         let mut journal = Journal::open(journal, &head)?;
         let files = list_documents(dir)?;
@@ -556,6 +574,14 @@ impl PodClient {
                 hex::encode(pod.fingerprint)
             )));
         }
+        if head.dir != canonical_dir(dir)? {
+            return Err(ClientError::Local(format!(
+                "{} is the journal of {}, not of {}; certify each directory with its own journal",
+                journal.display(),
+                head.dir,
+                dir.display()
+            )));
+        }
         let mode = match head.mode.as_str() {
             "rewrap" => Mode::Rewrap,
             _ => Mode::ReEncrypt,
@@ -569,12 +595,17 @@ impl PodClient {
         let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for (rel, line) in &newest {
             let path = dir.join(rel);
-            let on_disk = read_head(&path)?.map(|(h, _)| hex::encode(h.hash()));
-            if on_disk.as_deref() != Some(line.new.as_str()) {
-                return Err(ClientError::Local(format!(
-                    "{} is not the document the journal recorded; run `podctl rotate run` again to finish",
-                    path.display()
-                )));
+            // A document deleted after it moved is still certified: its item, signed by the pod, says what
+            // happened to it. One that is there must be the moved document the journal names.
+            if path.exists() {
+                let on_disk = read_head(&path)?.map(|(h, _)| hex::encode(h.hash()));
+                if on_disk.as_deref() != Some(line.new.as_str()) {
+                    return Err(ClientError::Local(format!(
+                        "{} is not the moved document the journal recorded (replaced since?); run `podctl rotate \
+                         run` again to finish, or restore the moved copy",
+                        path.display()
+                    )));
+                }
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(&line.item)

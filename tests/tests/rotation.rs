@@ -256,6 +256,21 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
         text.contains("moved 0 documents (1000 already moved"),
         "{text}"
     );
+    // The journal belongs to its directory: another directory with the same journal is refused before anything moves.
+    std::fs::create_dir_all(work.path().join("more")).unwrap();
+    let out = podctl(
+        work.path(),
+        &state,
+        &pod.url,
+        &["rotate", "run", "--dir", "more", "--mode", "rewrap"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("journal of another directory"),
+        "{err}"
+    );
 
     // The certificate verifies, names every document, and any change to it is caught.
     let k1_hex = hex::encode(k1.fingerprint);
