@@ -111,9 +111,23 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-/// Every regular file under `dir` (recursively), sorted, except interrupted `.rotating` outputs. Anything that is
-/// neither (a symbolic link, a device) is an error: the job must not pass over a document silently.
+/// Every regular file under `dir` (recursively), sorted, except interrupted `.rotating` outputs.
 fn list_documents(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
+    Ok(list_files(dir)?
+        .into_iter()
+        .filter(|p| !is_rotating(p))
+        .collect())
+}
+
+/// An interrupted move's output (`NAME.rotating`).
+fn is_rotating(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "rotating")
+}
+
+/// Every regular file under `dir` (recursively), sorted, `.rotating` outputs included. Anything that is neither a
+/// directory nor a regular file (a symbolic link, a device) is an error: the job must not pass over a document
+/// silently.
+fn list_files(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -131,9 +145,7 @@ fn list_documents(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
                         path.display()
                     )));
                 }
-                if path.extension().is_none_or(|e| e != "rotating") {
-                    out.push(path);
-                }
+                out.push(path);
             } else {
                 return Err(ClientError::Local(format!(
                     "{} is not a regular file (a symbolic link?): rotate the directory it points into instead, \
@@ -716,7 +728,13 @@ pub fn verify_certificate(
     if let Some(dir) = dir {
         let named: std::collections::HashSet<[u8; HASH_LEN]> =
             items.iter().map(|i| i.new_header_hash).collect();
-        for path in list_documents(dir)? {
+        for path in list_files(dir)? {
+            if is_rotating(&path) {
+                return Err(ClientError::Integrity(format!(
+                    "{} is an interrupted move: run `podctl rotate run` again to finish it, then verify",
+                    path.display()
+                )));
+            }
             if let Some((h, _)) = read_head(&path)?
                 && !named.contains(&h.hash())
             {

@@ -299,6 +299,16 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     };
     let text = ok(verify("rotation-certificate.cbor"), "rotate verify");
     assert!(text.contains("1000 documents"), "{text}");
+    // An interrupted move left in the directory is not passed over.
+    let leftover = dir.join("batch-1").join("doc-0001.spd.rotating");
+    std::fs::write(&leftover, b"half a document").unwrap();
+    let out = verify("rotation-certificate.cbor");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("interrupted move"),
+        "{err}"
+    );
+    std::fs::remove_file(&leftover).unwrap();
     let cert = std::fs::read(work.path().join("rotation-certificate.cbor")).unwrap();
     for at in [3, cert.len() / 2, cert.len() - 70, cert.len() - 1] {
         let mut bad = cert.clone();
