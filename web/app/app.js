@@ -5,7 +5,7 @@
 // has not just verified. Panels carry `data-state` (idle | busy | done | failed) for people's styles and for the
 // end-to-end test; <body data-pod> is unverified | verifying | verified | failed.
 
-import { PodClient, PodApiError, explainError, docIdText, truncateUtf8 } from './lib/api.js';
+import { PodClient, PodApiError, explainError, docIdText, truncateUtf8, firstUsePin } from './lib/api.js';
 import { parsePcrFile, pemToDer, AWS_NITRO_ROOT_G1_SHA256 } from './lib/attest.js';
 import {
   toHex, fromHex, toBase64, fingerprint, generateUserKeys, importRsaKeyBundle, publicText, parsePublic, memberList,
@@ -29,14 +29,26 @@ const state = {
   /** @type {import('./lib/pod.js').UserKeys | null} */ keys: null,
   /** @type {Array<{id: string, name: string, addedAt: number, seenSeq?: number, seenHead?: string}>} */ rooms: [],
   currentRoomId: '',
-  /** @type {import('./lib/pod.js').Room | null} */ room: null,
+  /** @type {import('./lib/pod.js').Room | null} the last verified read of a room's log (maybe not the current room) */
+  room: null,
   busy: false,
+  /** @type {AbortController | null} cancels the running seal or open */
+  cancel: null,
+  /** Set by the pinning of the last verification: whether it pinned the key now, and a storage failure to show. */
+  pinnedNow: false,
+  /** @type {{title: string, detail: string} | null} */ pinError: null,
 };
 
 // ---- Controls ----------------------------------------------------------------------------------------------------
 
 function policyReady() {
   return state.pcrs !== null && state.rootOk;
+}
+
+/** The current room as this page last read and verified its log, or null (never another room's). */
+function currentRoom() {
+  const r = state.room;
+  return r && state.currentRoomId && toHex(r.roomId) === state.currentRoomId ? r : null;
 }
 
 /** Enables exactly the actions that can run now. */
@@ -47,11 +59,15 @@ function refreshControls() {
     if (b.classList.contains('needs-pod') && !state.pod) why = 'Verify the pod first';
     else if (b.classList.contains('needs-keys') && !state.keys) why = 'Create or import your keys first';
     else if (b.classList.contains('needs-room') && !state.currentRoomId) why = 'Create or choose a room first';
+    else if (b.classList.contains('needs-room-verified') && !currentRoom()) {
+      why = 'Press “Show members” first: the page seals only for a room whose log it has read and verified';
+    }
     b.disabled = state.busy || why !== '';
     if (why) b.title = why;
     else b.removeAttribute('title');
   }
-  for (const id of ['keygen-btn', 'rsa-import-btn', 'delete-keys-btn', 'add-room-btn', 'repin-btn']) {
+  // The room selector too: a room chosen while an action runs would show that action's result under its id.
+  for (const id of ['keygen-btn', 'rsa-import-btn', 'delete-keys-btn', 'add-room-btn', 'repin-btn', 'room-select']) {
     $(id).disabled = state.busy;
   }
   show($('repin-btn'), state.pin !== null);
@@ -130,6 +146,8 @@ function configureClient() {
 async function onVerification(pod, error) {
   if (!pod) {
     state.pod = null;
+    state.pinnedNow = false;
+    state.pinError = null;
     document.body.dataset.pod = 'failed';
     const info = explainError(error);
     setBadge('bad', error?.kind === 'pin_mismatch' ? 'Pod key changed — refused' : 'Pod NOT verified');
@@ -140,25 +158,12 @@ async function onVerification(pod, error) {
     refreshControls();
     return;
   }
-  let pinnedNow = false;
-  let pinError = null;
+  const pinnedNow = state.pinnedNow;
+  const pinError = state.pinError;
+  state.pinnedNow = false;
+  state.pinError = null;
   state.pod = pod;
   document.body.dataset.pod = 'verified';
-  if (!state.pin) {
-    // Trust on first use: from now on a different pod key is refused until the user forgets this pin.
-    state.pin = { fingerprint: pod.fingerprint, pinnedAt: Date.now() };
-    client.policy.pinnedFingerprint = pod.fingerprint;
-    pinnedNow = true;
-    try {
-      await store.set('pin', state.pin);
-    } catch (e) {
-      // A pin kept only in memory would be forgotten at the next load, and the next key trusted silently.
-      pinError = {
-        title: 'The pod verified, but its key could not be pinned in this browser',
-        detail: `Storage refused it (${e?.message ?? e}); the page will not remember this pod's key.`,
-      };
-    }
-  }
   setBadge('ok', `Pod verified · key ${pod.fingerprint.slice(0, 8)}`);
   setError($('pod-error'), pinError);
   setStatus($('pod-status'), 'Pod verified: attestation signed by the pinned root, PCRs match the published file, nonce fresh.', 'ok');
@@ -169,14 +174,41 @@ async function onVerification(pod, error) {
 }
 client.onVerification = (pod, error) => { onVerification(pod, error).catch((e) => console.error(e)); };
 
+/**
+ * Trust on first use, when this page has no pin: pins the key the pod proved unless storage holds a pin by now
+ * (another tab of this page may have pinned a key since this one loaded), in one storage transaction. The client
+ * refuses the pod when the pin that stands is another key's.
+ * @param {string} presented the fingerprint of the key the pod just proved
+ * @returns {Promise<string>} the fingerprint pinned
+ */
+async function pinOnFirstUse(presented) {
+  let decision;
+  try {
+    decision = await store.update('pin', (stored) => {
+      const d = firstUsePin(stored, presented, Date.now());
+      return { write: d.write, value: d.pin, result: d };
+    });
+  } catch (e) {
+    // A pin kept only in memory would be forgotten at the next load, and the next key trusted silently: say so.
+    decision = firstUsePin(null, presented, Date.now());
+    state.pinError = {
+      title: 'The pod verified, but its key could not be pinned in this browser',
+      detail: `Storage refused it (${e?.message ?? e}); the page will not remember this pod's key after a reload.`,
+    };
+  }
+  state.pin = decision.pin;
+  state.pinnedNow = decision.write;
+  return decision.pin.fingerprint;
+}
+client.pinOnFirstUse = pinOnFirstUse;
+
 async function renderPodFacts(pod, pinnedNow) {
   const dl = $('pod-facts');
   const receiptFpr = toHex(await fingerprint(pod.receiptKeySpki));
   const pcr0 = pod.pcrs.get(0);
-  const skew = Math.abs(Date.now() - pod.timestamp);
+  // The document's time is within 5 minutes of this computer's clock, or it would not have verified.
   const rows = [
-    ['Document time', `${new Date(pod.timestamp).toLocaleString()}`,
-      skew > 5 * 60_000 ? `This computer's clock differs from the pod's by ${Math.round(skew / 60_000)} min: the pod will refuse requests until it is right.` : ''],
+    ['Document time', `${new Date(pod.timestamp).toLocaleString()}`, 'within 5 minutes of this computer\'s clock'],
     ['PCR0', pcr0 ? short(toHex(pcr0), 24) : '—', `${pod.pcrs.size} PCRs in the document; every one in the PCR file matches`],
     ['Pod key', short(pod.fingerprint, 24), pinnedNow ? 'pinned now (first verification)' : 'the pinned key'],
     ['Receipt key', short(receiptFpr, 24), ''],
@@ -186,7 +218,7 @@ async function renderPodFacts(pod, pinnedNow) {
   dl.replaceChildren();
   for (const [k, v, note] of rows) {
     dl.append(el('dt', {}, k), el('dd', {}, el('code', { title: k === 'Pod key' ? pod.fingerprint : null }, v),
-      note ? el('span', { class: note.startsWith('This computer') ? 'warn small' : 'muted small' }, ` ${note}`) : null));
+      note ? el('span', { class: 'muted small' }, ` ${note}`) : null));
   }
   dl.dataset.fingerprint = pod.fingerprint;
   show(dl);
@@ -288,6 +320,7 @@ async function renderKeys() {
     $('my-enc-alg').textContent = k.encAlg === ENC_HPKE_P256 ? 'P-256 (HPKE)' : 'RSA-OAEP-4096';
     $('my-pub').value = await publicText(k.bundle);
   }
+  renderSealRoom();
   refreshControls();
 }
 
@@ -379,9 +412,29 @@ function myRole(room) {
   return toHex(room.ownerId) === toHex(state.keys.userId) ? 'owner' : m.admin ? 'admin' : 'member';
 }
 
-function renderRoom(entriesCount) {
+/** The seal panel's "For room" line: the room, and its owner once its log has verified. */
+function renderSealRoom() {
   const current = state.rooms.find((r) => r.id === state.currentRoomId);
   $('seal-room').textContent = current ? `${current.name || 'Room'} · ${current.id.slice(0, 12)}…` : 'none selected';
+  const owner = $('seal-room-owner');
+  const room = currentRoom();
+  if (!current) {
+    owner.textContent = '';
+    delete owner.dataset.owner;
+  } else if (!room) {
+    owner.textContent = '· owner not verified yet: press “Show members”';
+    delete owner.dataset.owner;
+  } else {
+    const id = toHex(room.ownerId);
+    const mine = state.keys && toHex(state.keys.userId) === id;
+    owner.textContent = `· owner ${short(id, 16)}${mine ? ' (you)' : ''}, from the verified log`;
+    owner.title = id;
+    owner.dataset.owner = id;
+  }
+}
+
+function renderRoom(entriesCount) {
+  renderSealRoom();
   const view = $('room-view');
   show(view, !!state.currentRoomId);
   if (!state.currentRoomId) {
@@ -391,7 +444,8 @@ function renderRoom(entriesCount) {
   $('room-id').textContent = state.currentRoomId;
   const tbody = $('members');
   tbody.replaceChildren();
-  const room = state.room;
+  // Only the current room's own log: a read of another room must never show under this room's id.
+  const room = currentRoom();
   if (!room) {
     $('room-role').textContent = '—';
     $('room-log-facts').textContent = 'not read yet: press “Show members”';
@@ -443,15 +497,30 @@ async function noteSeen(room) {
   }
 }
 
+/**
+ * Keeps a verified read of room `id`'s log: its head is remembered for the rollback check whatever room is
+ * selected now, but it is shown only if `id` is still the current room.
+ * @returns {Promise<boolean>} whether it is the current room's
+ */
+async function takeRoom(id, room, entriesCount) {
+  await noteSeen(room);
+  if (id !== state.currentRoomId || toHex(room.roomId) !== id) {
+    setStatus($('room-status'), `Done for room ${short(id, 12)}, which is no longer the selected room: select it ` +
+      'again to see its members.', 'warn');
+    return false;
+  }
+  state.room = room;
+  renderRoom(entriesCount);
+  return true;
+}
+
 function loadRoom() {
   return act(roomWhere, async () => {
     const id = state.currentRoomId;
     setStatus($('room-status'), 'Verifying the pod, then reading the room\'s log…', 'busy');
     const seen = state.rooms.find((r) => r.id === id) ?? {};
     const { room, entries } = await client.room(id, seen);
-    state.room = room;
-    await noteSeen(room);
-    renderRoom(entries.length);
+    if (!await takeRoom(id, room, entries.length)) return;
     setStatus($('room-status'), `Members as of log entry ${room.seq} (verified here).`, 'ok');
   });
 }
@@ -463,9 +532,7 @@ function createRoomAction() {
     const name = $('room-name').value;
     $('room-name').value = '';
     await rememberRoom(roomId, name);
-    state.room = room;
-    await noteSeen(room);
-    renderRoom(1);
+    if (!await takeRoom(roomId, room, 1)) return;
     setStatus($('room-status'), `Room ${short(roomId, 16)} created; you are its owner. Share its id with members.`, 'ok');
   });
 }
@@ -503,10 +570,9 @@ function grant() {
   return act(roomWhere, async () => {
     const bundle = await parsePublic($('grant-pub').value);
     setStatus($('room-status'), 'Verifying the pod, then signing the grant…', 'busy');
-    const room = await client.grant({ keys: state.keys, roomId: state.currentRoomId, bundle, seen: seenOf(state.currentRoomId) });
-    state.room = room;
-    await noteSeen(room);
-    renderRoom();
+    const id = state.currentRoomId;
+    const room = await client.grant({ keys: state.keys, roomId: id, bundle, seen: seenOf(id) });
+    if (!await takeRoom(id, room)) return;
     $('grant-pub').value = '';
     $('grant-preview').textContent = '';
     setStatus($('room-status'), `Granted ${short(toHex(bundle.userId), 16)} (membership log entry ${room.seq}).`, 'ok');
@@ -519,12 +585,9 @@ function revoke(userIdHex) {
   if (!ok) return undefined;
   return act(roomWhere, async () => {
     setStatus($('room-status'), 'Verifying the pod, then signing the revocation…', 'busy');
-    const room = await client.revoke({
-      keys: state.keys, roomId: state.currentRoomId, userId: fromHex(userIdHex), seen: seenOf(state.currentRoomId),
-    });
-    state.room = room;
-    await noteSeen(room);
-    renderRoom();
+    const id = state.currentRoomId;
+    const room = await client.revoke({ keys: state.keys, roomId: id, userId: fromHex(userIdHex), seen: seenOf(id) });
+    if (!await takeRoom(id, room)) return;
     setStatus($('room-status'), `Revoked ${short(userIdHex, 16)} (membership log entry ${room.seq}).`, 'ok');
   });
 }
@@ -533,32 +596,63 @@ function revoke(userIdHex) {
 
 const sealWhere = { panel: 'seal-panel', status: 'seal-status', error: 'seal-error' };
 
+/**
+ * Runs `fn` with a fresh AbortController behind the panel's Cancel button, shown only meanwhile.
+ * @param {string} buttonId
+ * @param {(signal: AbortSignal) => Promise<void>} fn
+ */
+async function cancellable(buttonId, fn) {
+  const controller = new AbortController();
+  state.cancel = controller;
+  show($(buttonId));
+  try {
+    await fn(controller.signal);
+  } finally {
+    state.cancel = null;
+    hide($(buttonId));
+  }
+}
+
 function seal() {
   return act(sealWhere, async () => {
     const file = $('seal-file').files?.[0];
     offerDownload($('seal-download'), null);
     if (!file) throw new PodApiError('local', 'Choose a file to seal.');
+    const roomId = state.currentRoomId;
+    // The room's owner is on show only after a verified read of its log: no sealing for a room nobody has looked at.
+    const known = currentRoom();
+    if (!known) {
+      throw new PodApiError('local', 'Press “Show members” in the rooms panel first: the page seals only for a ' +
+        'room whose log it has read and verified, so that you can see whose room it is.');
+    }
     const docId = $('seal-doc-id').value.trim() || truncateUtf8(file.name) || 'document';
     const bar = $('seal-progress');
     bar.value = 0;
     show(bar);
-    setStatus($('seal-status'), 'Verifying the pod…', 'busy');
+    setStatus($('seal-status'), 'Verifying the pod and the room\'s log…', 'busy');
     let last = 0;
-    const { blob, pod } = await client.seal({
-      file, roomId: state.currentRoomId, docId,
-      onProgress: (done, total) => {
-        const now = performance.now();
-        if (now - last < 80 && done !== total) return;
-        last = now;
-        bar.value = total ? done / total : 1;
-        setStatus($('seal-status'), `Sealing… ${formatBytes(done)} of ${formatBytes(total ?? 0)}`, 'busy');
-      },
+    await cancellable('seal-cancel-btn', async (signal) => {
+      const { blob, pod, room } = await client.seal({
+        file, roomId, docId, seen: seenOf(roomId), signal,
+        onProgress: (done, total) => {
+          const now = performance.now();
+          if (now - last < 80 && done !== total) return;
+          last = now;
+          bar.value = total ? done / total : 1;
+          setStatus($('seal-status'), `Sealing… ${formatBytes(done)} of ${formatBytes(total ?? 0)}`, 'busy');
+        },
+      });
+      await noteSeen(room);
+      if (roomId === state.currentRoomId) {
+        state.room = room;
+        renderRoom();
+      }
+      bar.value = 1;
+      const name = `${safeFileName(file.name, 'document')}.spd`;
+      offerDownload($('seal-download'), blob, name, `Save “${name}” (${formatBytes(blob.size)})`);
+      setStatus($('seal-status'), `Sealed “${docId}” (${formatBytes(file.size)}) for room ${short(roomId, 12)} ` +
+        `(owner ${short(toHex(room.ownerId), 12)}) to pod key ${pod.fingerprint.slice(0, 12)}….`, 'ok');
     });
-    bar.value = 1;
-    const name = `${safeFileName(file.name, 'document')}.spd`;
-    offerDownload($('seal-download'), blob, name, `Save “${name}” (${formatBytes(blob.size)})`);
-    setStatus($('seal-status'), `Sealed “${docId}” (${formatBytes(file.size)}) for room ${short(state.currentRoomId, 12)} ` +
-      `to pod key ${pod.fingerprint.slice(0, 12)}….`, 'ok');
   });
 }
 
@@ -570,6 +664,7 @@ function openDoc() {
   return act(openWhere, async () => {
     const file = $('open-file').files?.[0];
     offerDownload($('open-download'), null);
+    offerDownload($('open-receipt-download'), null);
     const bar = $('open-progress');
     hide(bar);
     if (!file) throw new PodApiError('local', 'Choose a sealed document (.spd).');
@@ -582,24 +677,36 @@ function openDoc() {
     bar.removeAttribute('value');
     show(bar);
     let last = 0;
-    const result = await client.open({
-      file, keys: state.keys,
-      onPhase: (phase) => {
-        if (phase === 'sending') {
-          setStatus($('open-status'), `Signed the request; sending “${name}” (${formatBytes(file.size)}) to the pod…`, 'busy');
+    let sent = false;
+    const onPhase = (phase) => {
+      if (phase === 'sending') {
+        sent = true;
+        setStatus($('open-status'), `Signed the request; sending “${name}” (${formatBytes(file.size)}) to the pod…`, 'busy');
+      }
+      if (phase === 'checking') setStatus($('open-status'), 'Checking the pod\'s receipt…', 'busy');
+    };
+    const onProgress = (done, total) => {
+      const now = performance.now();
+      if (now - last < 80 && done !== total) return;
+      last = now;
+      bar.value = total ? Math.min(1, done / total) : 1;
+      setStatus($('open-status'), `Receiving and decrypting “${name}”… ${formatBytes(done)} of ${formatBytes(total)}`, 'busy');
+    };
+    let result;
+    await cancellable('open-cancel-btn', async (signal) => {
+      try {
+        result = await client.open({ file, keys: state.keys, signal, onPhase, onProgress });
+      } catch (e) {
+        // Once the request has gone, the pod may have released and logged the copy before the cancel arrived.
+        if (e?.kind === 'cancelled' && sent) {
+          throw new PodApiError('cancelled', 'You cancelled it before it finished; nothing was offered. The pod had ' +
+            'the request already, so its audit log may record this open.', { cause: e });
         }
-        if (phase === 'checking') setStatus($('open-status'), 'Checking the pod\'s receipt…', 'busy');
-      },
-      onProgress: (done, total) => {
-        const now = performance.now();
-        if (now - last < 80 && done !== total) return;
-        last = now;
-        bar.value = total ? Math.min(1, done / total) : 1;
-        setStatus($('open-status'), `Receiving and decrypting “${name}”… ${formatBytes(done)} of ${formatBytes(total)}`, 'busy');
-      },
+        throw e;
+      }
     });
     bar.value = 1;
-    await keepReceipt(result.pod.fingerprint, result.receiptBytes);
+    // The document first: a storage failure must not lose a copy the pod has released (and logged).
     const fileName = safeFileName(name, 'document');
     offerDownload($('open-download'), result.blob, fileName, `Save “${fileName}” (${formatBytes(result.size)})`);
     // What this proves: the attested pod released this copy for you and logged it. Not who sealed the document:
@@ -608,6 +715,19 @@ function openDoc() {
       `you, every chunk intact, and logged as audit entry ${result.receipt.auditSeq} (signed receipt checked). ` +
       `Document header hash ${short(toHex(result.headerHash), 16)} — compare it with the sealer's if it matters ` +
       'who wrote it.', 'ok');
+    try {
+      await keepReceipt(result.pod.fingerprint, result.receiptBytes);
+    } catch (e) {
+      // The receipt is what lets an auditor show the pod logged this open: offer it as a file instead.
+      const receiptName = `pod-receipt-${result.receipt.auditSeq}.json`;
+      offerDownload($('open-receipt-download'), receiptsFile({ [result.pod.fingerprint]: [toBase64(result.receiptBytes)] }),
+        receiptName, `Save this open's receipt (${receiptName})`);
+      setError($('open-error'), {
+        title: 'The document is open, but its receipt could not be kept in this browser',
+        detail: `Storage refused it (${e?.message ?? e}). Save the receipt offered below and keep it with your ` +
+          'other receipts: `podctl audit verify --receipts` reads it, and it shows that the pod logged this open.',
+      });
+    }
   });
 }
 
@@ -623,12 +743,20 @@ async function keepReceipt(podFingerprint, receiptBytes) {
   await store.set('receipts', all);
 }
 
+/**
+ * Receipts as the file `podctl audit verify --receipts` reads.
+ * @param {Record<string, string[]>} receipts base64 receipts per pod key fingerprint
+ */
+function receiptsFile(receipts) {
+  const text = JSON.stringify({ format: 'secure-pod-receipts/v1', receipts }, null, 1);
+  return new Blob([text], { type: 'application/json' });
+}
+
 /** Offers the kept receipts as `pod-receipts.json` (the format `podctl audit verify --receipts` reads). */
 async function exportReceipts() {
   const all = (await store.get('receipts')) ?? {};
   const n = Object.values(all).reduce((k, l) => k + (Array.isArray(l) ? l.length : 0), 0);
-  const text = JSON.stringify({ format: 'secure-pod-receipts/v1', receipts: all }, null, 1);
-  offerDownload($('receipts-download'), new Blob([text], { type: 'application/json' }), 'pod-receipts.json',
+  offerDownload($('receipts-download'), receiptsFile(all), 'pod-receipts.json',
     `Save pod-receipts.json (${n} receipt${n === 1 ? '' : 's'})`);
 }
 
@@ -709,8 +837,10 @@ function wire() {
     setStatus($('seal-status'), '');
   });
   $('seal-btn').addEventListener('click', seal);
+  for (const id of ['seal-cancel-btn', 'open-cancel-btn']) $(id).addEventListener('click', () => state.cancel?.abort());
   $('open-file').addEventListener('change', () => {
     offerDownload($('open-download'), null);
+    offerDownload($('open-receipt-download'), null);
     setStatus($('open-status'), '');
     setError($('open-error'), null);
   });

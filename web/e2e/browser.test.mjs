@@ -11,14 +11,19 @@
 //  1. both pages verify the pod from the PCR file and mock root loaded through the page's own inputs;
 //  2. the owner creates a room; the member makes RSA-OAEP-4096 keys and exports the .pub; the owner grants the
 //     member and a `podctl keygen` user by pasting their .pub text;
-//  3. a document sealed in the owner's page (6 MiB) opens with `podctl open` as the CLI user, byte for byte;
+//  3. the member's page seals for a room only once it has read and verified the room's log, and then shows the
+//     room's owner (the room selector stays disabled while that read runs); a document sealed in the owner's page
+//     (6 MiB) opens with `podctl open` as the CLI user, byte for byte;
 //     documents sealed with `podctl seal` (3 MiB and 40 MiB, streamed: the browser sends everything before it reads)
 //     open in the member's page, byte for byte, with progress;
+//     when storage refuses an opened document's receipt, the document is still offered, and so is the receipt as a
+//     file that `podctl audit verify` accepts; an open whose answer never comes can be cancelled;
 //  4. after the owner revokes the member in the page, the member's page shows the refusal and offers nothing,
 //     while the CLI user still opens;
 //  5. a page with a wrong PCR file (PCR0 changed) is refused at verification: nothing but GET /pod/attestation
 //     reaches the pod from it, and every action stays disabled;
-//  6. a page whose pinned pod key differs from the pod's refuses the pod until the user forgets the pin.
+//  6. a page whose pinned pod key differs from the pod's refuses the pod until the user forgets the pin, and a pin
+//     another tab stored meanwhile wins over trust on first use.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -178,6 +183,44 @@ async function openInPage(u, file) {
   return { state, seen: await u.page.evaluate(() => window.__seen) };
 }
 
+/** Writes a value into the page's IndexedDB store, as another tab of the page would. */
+async function idbPut(page, key, value) {
+  await page.evaluate(([k, v]) => new Promise((resolve, reject) => {
+    const req = indexedDB.open('secure-pod', 1);
+    req.onsuccess = () => {
+      const db = req.result;
+      const tx = db.transaction('kv', 'readwrite');
+      tx.objectStore('kv').put(v, k);
+      tx.oncomplete = () => { db.close(); resolve(); };
+      tx.onerror = () => reject(tx.error);
+    };
+    req.onerror = () => reject(req.error);
+  }), [key, value]);
+}
+
+/** Holds the page's requests matching `glob` until `release()`; `arrived` resolves when the first one does. */
+async function holdRequests(page, glob) {
+  let arrive;
+  let free;
+  const arrived = new Promise((r) => { arrive = r; });
+  const freed = new Promise((r) => { free = r; });
+  const held = [];
+  await page.route(glob, async (route) => {
+    held.push(route);
+    arrive();
+    await freed;
+  });
+  return {
+    arrived,
+    /** Lets the held requests go on (`continue`) or fail (`abort`), and stops holding new ones. */
+    async release(how = 'continue') {
+      free();
+      for (const r of held) await (how === 'continue' ? r.continue() : r.abort()).catch(() => {});
+      await page.unroute(glob);
+    },
+  };
+}
+
 /** Runs a step; once one has failed the rest are skipped (they depend on it). */
 function step(t, name, fn) {
   return t.test(name, async (st) => {
@@ -287,9 +330,34 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
     await shot(page, 'room.png', '#rooms-panel');
   });
 
+  await step(t, 'the member\'s page seals for a room only after verifying its log, and shows the room\'s owner', async () => {
+    const { page } = S.member;
+    await page.click('#add-room-details summary');
+    await page.fill('#add-room-id', S.roomId);
+    assert.equal(await act(page, '#add-room-btn', 'rooms-panel'), 'done', await text(page, '#room-error'));
+    await page.setInputFiles('#seal-file', f(files.cli[0]));
+    // Not yet read: sealing is refused, and the panel says what to do.
+    assert.equal(await page.isDisabled('#seal-btn'), true, 'seal is disabled before the room\'s log is verified');
+    assert.match(await page.getAttribute('#seal-btn', 'title'), /Show members/);
+    assert.match(await text(page, '#seal-room-owner'), /owner not verified yet: press “Show members”/);
+    // The log's read is held: meanwhile the room selector is disabled, so no other room can take its answer.
+    const held = await holdRequests(page, `**/rooms/${S.roomId}/log`);
+    await page.click('#refresh-room-btn');
+    await held.arrived;
+    assert.equal(await page.isDisabled('#room-select'), true, 'the room selector is disabled while the log is read');
+    await held.release();
+    await page.waitForSelector('#rooms-panel[data-state="done"], #rooms-panel[data-state="failed"]');
+    assert.equal(await page.isEnabled('#room-select'), true);
+    assert.equal(await text(page, '#room-role'), 'member', await text(page, '#room-error'));
+    const ownerId = await text(S.owner.page, '#my-user-id');
+    assert.equal(await page.getAttribute('#seal-room-owner', 'data-owner'), ownerId, 'the owner from the verified log');
+    assert.equal(await page.isEnabled('#seal-btn'), true, 'seal is enabled once the log is verified');
+  });
+
   await step(t, 'a document sealed in the owner\'s page opens with podctl as the CLI user', async () => {
     const { page } = S.owner;
     const [name, size] = files.owner;
+    assert.match(await text(page, '#seal-room-owner'), /owner [0-9a-f]{16}… \(you\)/);
     await page.setInputFiles('#seal-file', f(name));
     await recordStatuses(page, 'seal-status');
     assert.equal(await act(page, '#seal-btn', 'seal-panel'), 'done', await text(page, '#seal-error'));
@@ -338,6 +406,35 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
     await assert.rejects(podctl(['audit', 'verify', '--receipts', f('forged-receipts.json')]));
   });
 
+  await step(t, 'when storage refuses a receipt, the document is still offered, and the receipt as a file', async () => {
+    const m = S.member;
+    // This browser's storage refuses to keep receipts (a full disk, a quota).
+    await m.page.evaluate(() => {
+      const put = IDBObjectStore.prototype.put;
+      window.__put = put;
+      IDBObjectStore.prototype.put = function refuse(value, key) {
+        if (key === 'receipts') throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+        return put.call(this, value, key);
+      };
+    });
+    try {
+      const [name] = files.cli;
+      const { state } = await openInPage(m, f(`${name}.spd`));
+      assert.equal(state, 'done', await text(m.page, '#open-error'));
+      const warning = await text(m.page, '#open-error');
+      assert.match(warning, /The document is open, but its receipt could not be kept in this browser/);
+      assert.match(warning, /quota/);
+      const doc = await download(m.page, '#open-download', f(`stored-nothing-${name}`));
+      assert.ok((await readFile(doc.path)).equals(await readFile(f(name))), 'the document is offered, intact');
+      const receipt = await download(m.page, '#open-receipt-download', f('one-receipt.json'));
+      assert.match(receipt.name, /^pod-receipt-\d+\.json$/);
+      const { stdout } = await podctl(['audit', 'verify', '--receipts', receipt.path]);
+      assert.match(stdout, /1 kept receipts checked/);
+    } finally {
+      await m.page.evaluate(() => { IDBObjectStore.prototype.put = window.__put; });
+    }
+  });
+
   await step(t, 'a copy or receipt altered on the way is refused and nothing is offered', async () => {
     // The parent is untrusted: here it flips one byte of the copy's last chunk, then swaps in the (validly signed)
     // receipt of an earlier request. The page must refuse both and offer nothing.
@@ -377,6 +474,28 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
       assert.match(err, why, err);
       assert.equal(await m.page.isHidden('#open-download'), true, 'nothing is offered');
     }
+  });
+
+  await step(t, 'an open whose answer does not come can be cancelled, and nothing is offered', async () => {
+    const m = S.member;
+    const held = await holdRequests(m.page, '**/pod/re-encrypt/stream');
+    try {
+      await m.page.setInputFiles('#open-file', f('memo.spd'));
+      await m.page.click('#open-btn');
+      await held.arrived;
+      assert.equal(await m.page.isVisible('#open-cancel-btn'), true, 'a Cancel button while it runs');
+      await m.page.click('#open-cancel-btn');
+      await m.page.waitForSelector('#open-panel[data-state="done"], #open-panel[data-state="failed"]');
+    } finally {
+      await held.release('abort');
+    }
+    assert.equal(await m.page.evaluate(() => document.getElementById('open-panel').dataset.state), 'failed');
+    const err = await text(m.page, '#open-error');
+    assert.match(err, /^Cancelled/, err);
+    assert.match(err, /nothing was offered\. The pod had the request already, so its audit log may record this open/, err);
+    assert.equal(await m.page.isHidden('#open-download'), true, 'nothing is offered');
+    assert.equal(await m.page.isHidden('#open-cancel-btn'), true);
+    assert.equal(await m.page.isEnabled('#open-btn'), true, 'the page is usable again');
   });
 
   await step(t, 'after the owner revokes the member in the page, the member\'s page is refused', async (st) => {
@@ -450,16 +569,7 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
   await step(t, 'a pinned pod key that differs is refused until the user forgets the pin', async () => {
     const { page } = S.owner;
     const real = await page.getAttribute('#pod-facts', 'data-fingerprint');
-    await page.evaluate(() => new Promise((resolve, reject) => {
-      const req = indexedDB.open('secure-pod', 1);
-      req.onsuccess = () => {
-        const tx = req.result.transaction('kv', 'readwrite');
-        tx.objectStore('kv').put({ fingerprint: 'ab'.repeat(32), pinnedAt: 0 }, 'pin');
-        tx.oncomplete = () => resolve();
-        tx.onerror = () => reject(tx.error);
-      };
-      req.onerror = () => reject(req.error);
-    }));
+    await idbPut(page, 'pin', { fingerprint: 'ab'.repeat(32), pinnedAt: 0 });
     const before = S.owner.requests.length;
     await page.reload();
     await page.waitForSelector('body[data-ready="true"]');
@@ -469,10 +579,23 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
     assert.equal(await page.isDisabled('#seal-btn'), true);
     const api = S.owner.requests.slice(before).filter((r) => r.url.startsWith(S.url) && !new URL(r.url).pathname.startsWith('/app/'));
     assert.deepEqual(api.map((r) => new URL(r.url).pathname), ['/pod/attestation']);
+    // The user forgets the pin; before this page verifies again, another tab pins a different key. That pin
+    // stands: this page does not pin over it, and refuses the pod.
     await page.click('#repin-btn');
+    await page.waitForFunction(() => /forgotten/.test(document.getElementById('pod-status').textContent));
+    await idbPut(page, 'pin', { fingerprint: 'cd'.repeat(32), pinnedAt: 1 });
+    await page.click('#verify-btn');
+    await page.waitForSelector('body[data-pod="failed"]');
+    assert.match(await text(page, '#pod-error'), /different key than the one pinned\. Nothing was sent/);
+    assert.match(await text(page, '#pod-error'), /pinned key cdcdcdcd/);
+    assert.equal(await page.isVisible('#repin-btn'), true);
+    // Forgotten again, the next verification pins the pod's key.
+    await page.click('#repin-btn');
+    await page.waitForFunction(() => /forgotten/.test(document.getElementById('pod-status').textContent));
     await page.click('#verify-btn');
     await page.waitForSelector('body[data-pod="verified"]');
     assert.equal(await page.getAttribute('#pod-facts', 'data-fingerprint'), real);
+    assert.match(await text(page, '#pod-facts'), /pinned now \(first verification\)/);
   });
 
   for (const u of [S.owner, S.member]) assert.deepEqual(u?.errors ?? [], [], `no script errors in the ${u?.name} page`);

@@ -24,6 +24,8 @@ import {
  * - `refused`      the pod answered an error: `status`, `code` and the pod's own `podMessage`
  * - `integrity`    the pod's answer does not check out (log, receipt, document): nothing was offered
  * - `local`        a local input is unusable (not a sealed document, a bad .pub, …)
+ * - `timeout`      the pod stopped answering (no answer, or nothing more of one, for too long): nothing was offered
+ * - `cancelled`    the person cancelled the action: nothing was offered
  */
 export class PodApiError extends Error {
   /**
@@ -49,6 +51,14 @@ export class PodApiError extends Error {
  */
 export const OPEN_LIMIT = 2 * 2 ** 30;
 
+/**
+ * How long the page waits for the pod: for an answer's headers (and a small answer's body), and between two pieces
+ * of a streamed answer. The proxy spools a document's answer before it sends the headers, so once they arrive the
+ * pieces follow without pause; a gap this long means the pod or the connection has stalled.
+ */
+export const ANSWER_TIMEOUT_MS = 60_000;
+export const IDLE_TIMEOUT_MS = 30_000;
+
 /** Overwrites plaintext pieces before dropping them, so a refused copy does not linger until garbage collection. */
 function wipe(parts) {
   for (const p of parts) p.fill(0);
@@ -71,19 +81,31 @@ export function plaintextLength(sealedLen) {
 }
 
 /**
- * A document id for display and as a file name: its UTF-8 text when it is printable, else its hex.
+ * Characters that are invisible or change the direction of the text around them: C1 controls, the Arabic letter
+ * mark (U+061C), zero-width spaces and joiners and the LRM/RLM marks (U+200B-U+200F), the bidirectional embeddings
+ * and overrides (U+202A-U+202E), the word joiner and invisible operators (U+2060-U+2064), the bidirectional
+ * isolates (U+2066-U+2069) and the zero-width no-break space (U+FEFF). In a document id they could make
+ * "invoice\u202Efdp.exe" read as a PDF, or two different ids look the same.
+ */
+// eslint-disable-next-line no-control-regex
+const HIDDEN_CHARS = /[\u0080-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/gu;
+
+/**
+ * A document id for display and as a file name: its UTF-8 text, with every invisible or direction-changing
+ * character shown as `[U+XXXX]`; its hex when it is not UTF-8, is empty, or holds control characters.
  * @param {Uint8Array} docId
  * @returns {string}
  */
 export function docIdText(docId) {
+  let s;
   try {
-    const s = new TextDecoder('utf-8', { fatal: true }).decode(docId);
-    // eslint-disable-next-line no-control-regex
-    if (s.length > 0 && !/[\u0000-\u001f\u007f]/.test(s)) return s;
+    s = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(docId);
   } catch {
-    // not UTF-8: fall through
+    return toHex(docId);
   }
-  return toHex(docId);
+  // eslint-disable-next-line no-control-regex
+  if (s.length === 0 || /[\u0000-\u001f\u007f]/.test(s)) return toHex(docId);
+  return s.replace(HIDDEN_CHARS, (c) => `[U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0')}]`);
 }
 
 /**
@@ -102,7 +124,12 @@ export function truncateUtf8(name, max = 64) {
   return out;
 }
 
-function describeAttestation(e) {
+/**
+ * What a failed attestation means, for people: the failed rule in words, then the verifier's own account.
+ * @param {unknown} e
+ * @returns {string}
+ */
+export function describeAttestation(e) {
   if (e instanceof AttestationError) {
     const what = {
       cose: 'the document is not a valid COSE_Sign1 ES384 signature',
@@ -116,6 +143,10 @@ function describeAttestation(e) {
       debug_enclave: 'the enclave runs in debug mode',
       pcr_mismatch: 'the enclave\'s measurements (PCRs) do not match the published PCR file',
       nonce: 'the document does not carry the fresh nonce the page sent (a replay?)',
+      stale: 'this computer\'s clock is off by more than 5 minutes, or the attestation is old — check the clock and ' +
+        'verify again',
+      future: 'this computer\'s clock is off by more than 5 minutes (the attestation is dated ahead of it) — check ' +
+        'the clock and verify again',
       binding: 'the document does not bind a Secure Pod key',
       options: 'the verification settings are unusable',
     }[e.code] ?? 'the attestation does not verify';
@@ -161,6 +192,10 @@ export function explainError(e) {
       return { title: 'The pod\'s answer does not check out; nothing was offered', detail: e.message };
     case 'local':
       return { title: 'This cannot be done', detail: e.message };
+    case 'timeout':
+      return { title: 'The pod stopped answering', detail: `${e.message} Try again; if it happens again, the pod or the network may be overloaded.` };
+    case 'cancelled':
+      return { title: 'Cancelled', detail: e.message };
     default:
       break;
   }
@@ -205,6 +240,99 @@ export function explainError(e) {
 }
 
 /**
+ * The refusal of a pod whose key is not the pinned one.
+ * @param {string} pinned hex fingerprint
+ * @param {string} presented hex fingerprint
+ */
+function pinMismatch(pinned, presented) {
+  return new PodApiError('pin_mismatch',
+    `The pod verified, but its key ${presented.slice(0, 16)}… is not the pinned key ` +
+    `${pinned.slice(0, 16)}…. If the operator announced a key rotation, check the announcement, then press ` +
+    '"Forget the pinned key" and verify again to pin the new key. Otherwise do not use this pod.',
+    { details: { pinned, presented } });
+}
+
+/**
+ * Trust on first use, decided against the pin as storage holds it at that moment (another tab may have pinned a
+ * key since this page loaded): a stored pin stands, and is the one the presented key must equal; only when storage
+ * holds none is the presented key pinned. Pure, so that it can run inside one storage transaction.
+ * @param {unknown} stored what storage holds under the pin's key
+ * @param {string} presented hex fingerprint of the key the pod just proved
+ * @param {number} now ms since the epoch
+ * @returns {{pin: {fingerprint: string, pinnedAt: number}, write: boolean, mismatch: boolean}}
+ *   `write`: store `pin` (nothing was pinned); `mismatch`: a different key is pinned, refuse the pod
+ */
+export function firstUsePin(stored, presented, now) {
+  const valid = stored !== null && typeof stored === 'object' && typeof stored.fingerprint === 'string' &&
+    /^[0-9a-f]{64}$/.test(stored.fingerprint);
+  if (valid) {
+    const pin = { fingerprint: stored.fingerprint, pinnedAt: Number(stored.pinnedAt) || 0 };
+    return { pin, write: false, mismatch: pin.fingerprint !== presented };
+  }
+  return { pin: { fingerprint: presented, pinnedAt: now }, write: true, mismatch: false };
+}
+
+/**
+ * Reads a stream's pieces, giving up when the next piece takes longer than `idleMs` to arrive (the timer restarts
+ * with every piece) or when `signal` aborts; either cancels the stream.
+ * @param {ReadableStreamDefaultReader<Uint8Array>} reader
+ * @param {{idleMs: number, signal?: AbortSignal, what?: string}} o `what` names the stream in messages
+ * @returns {AsyncGenerator<Uint8Array>}
+ * @throws {PodApiError} `timeout`, `cancelled`, or `unreachable` when the stream fails
+ */
+export async function* idleReads(reader, { idleMs, signal, what = 'The answer' }) {
+  let finished = false;
+  try {
+    for (;;) {
+      const step = await readWithin(reader, idleMs, signal, what);
+      if (step.done) {
+        finished = true;
+        return;
+      }
+      yield step.value;
+    }
+  } finally {
+    // A consumer that stops early (an error, a break) must not leave the connection open.
+    if (!finished) reader.cancel().catch(() => {});
+  }
+}
+
+function readWithin(reader, idleMs, signal, what) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let timer;
+    const onAbort = () => finish(reject, cancelled());
+    const finish = (fn, v) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      fn(v);
+    };
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    timer = setTimeout(() => finish(reject, new PodApiError('timeout',
+      `${what} stopped arriving: nothing came from the pod for ${Math.round(idleMs / 1000)} s, so the page stopped ` +
+      'waiting and offered nothing.')), idleMs);
+    reader.read().then((step) => finish(resolve, step), (e) => finish(reject,
+      new PodApiError('unreachable', `${what} stopped arriving (${e?.message ?? e}).`, { cause: e })));
+  });
+}
+
+function cancelled(cause) {
+  return new PodApiError('cancelled', 'You cancelled it before it finished; nothing was offered.',
+    cause === undefined ? {} : { cause });
+}
+
+/** Throws `cancelled` when the person has cancelled (checked between the steps of an action). */
+function checkCancelled(signal) {
+  if (signal?.aborted) throw cancelled();
+}
+
+/**
  * @typedef {object} VerifiedPod What one verification established.
  * @property {Uint8Array} podKeySpki
  * @property {string} fingerprint hex SHA-256 of the pod key SPKI
@@ -223,16 +351,25 @@ export function explainError(e) {
  */
 export class PodClient {
   /**
-   * @param {{base?: string, fetch?: typeof fetch}} [options]
+   * @param {{base?: string, fetch?: typeof fetch, answerTimeoutMs?: number, idleTimeoutMs?: number}} [options]
    */
-  constructor({ base = '', fetch: fetchImpl } = {}) {
+  constructor({ base = '', fetch: fetchImpl, answerTimeoutMs = ANSWER_TIMEOUT_MS, idleTimeoutMs = IDLE_TIMEOUT_MS } = {}) {
     this.base = base;
     this.fetchImpl = fetchImpl ?? ((...a) => globalThis.fetch(...a));
+    this.answerTimeoutMs = answerTimeoutMs;
+    this.idleTimeoutMs = idleTimeoutMs;
     /** @type {VerifiedPod | null} the last successful verification, cleared by any failure */
     this.verified = null;
     this.policy = null;
     /** Called after every verification attempt: (verifiedPod | null, error | null). */
     this.onVerification = null;
+    /**
+     * Trust on first use. When no key is pinned, called with the fingerprint of the key the pod just proved; it
+     * pins that key unless storage already holds a pin, and resolves to the fingerprint pinned afterwards. A
+     * different one refuses the pod (`pin_mismatch`) and becomes this client's pin. Unset: nothing is pinned.
+     * @type {((presented: string) => Promise<string>) | null}
+     */
+    this.pinOnFirstUse = null;
   }
 
   /**
@@ -249,12 +386,44 @@ export class PodClient {
     this.verified = null;
   }
 
-  async #fetch(path, init) {
+  /**
+   * Sends one request and reads its answer with `read`, giving up after `timeoutMs` (headers and whatever `read`
+   * reads) or when `signal` aborts.
+   * @template T
+   * @param {string} path
+   * @param {RequestInit} init
+   * @param {(r: Response) => Promise<T>} read
+   * @param {{signal?: AbortSignal, timeoutMs?: number}} [o]
+   * @returns {Promise<T>}
+   */
+  async #request(path, init, read, { signal, timeoutMs = this.answerTimeoutMs } = {}) {
+    const where = path.split('?')[0];
+    checkCancelled(signal);
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), timeoutMs);
+    const onCancel = () => abort.abort();
+    signal?.addEventListener('abort', onCancel, { once: true });
+    const stopped = (e) => (signal?.aborted
+      ? cancelled(e)
+      : new PodApiError('timeout', `The pod did not answer ${where} within ${Math.round(timeoutMs / 1000)} s, so ` +
+        'the page stopped waiting.', { cause: e }));
     try {
-      return await this.fetchImpl(this.base + path, { cache: 'no-store', credentials: 'omit', ...init });
-    } catch (e) {
-      throw new PodApiError('unreachable', `The request to ${path.split('?')[0]} failed (${e?.message ?? e}).`,
-        { cause: e });
+      let r;
+      try {
+        r = await this.fetchImpl(this.base + path, { cache: 'no-store', credentials: 'omit', ...init, signal: abort.signal });
+      } catch (e) {
+        if (abort.signal.aborted) throw stopped(e);
+        throw new PodApiError('unreachable', `The request to ${where} failed (${e?.message ?? e}).`, { cause: e });
+      }
+      try {
+        return await read(r);
+      } catch (e) {
+        if (abort.signal.aborted) throw stopped(e);
+        throw e;
+      }
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onCancel);
     }
   }
 
@@ -274,7 +443,7 @@ export class PodClient {
   }
 
   /** Any API call but attestation: refused here unless the pod has just verified. */
-  async #call(method, path, json) {
+  async #call(method, path, json, signal) {
     if (!this.verified) {
       throw new PodApiError('not_verified', 'The pod has not been verified; nothing was sent.');
     }
@@ -283,27 +452,40 @@ export class PodClient {
       init.headers['content-type'] = 'application/json';
       init.body = JSON.stringify(json);
     }
-    const r = await this.#fetch(path, init);
-    if (!r.ok) throw await this.#errorFrom(r);
-    try {
-      return await r.json();
-    } catch (e) {
-      throw new PodApiError('integrity', `the answer to ${path} is not JSON`, { cause: e });
-    }
+    return this.#request(path, init, async (r) => {
+      if (!r.ok) throw await this.#errorFrom(r);
+      let text;
+      try {
+        text = await r.text();
+      } catch (e) {
+        throw new PodApiError('unreachable', `The answer to ${path} stopped arriving (${e?.message ?? e}).`, { cause: e });
+      }
+      try {
+        return JSON.parse(text);
+      } catch (e) {
+        throw new PodApiError('integrity', `the answer to ${path} is not JSON`, { cause: e });
+      }
+    }, { signal });
   }
 
   /**
    * Verifies the pod now, with a fresh nonce; every action calls this first.
+   * @param {{signal?: AbortSignal}} [o] cancels the attestation request
    * @returns {Promise<VerifiedPod>}
-   * @throws {PodApiError} `attestation`, `pin_mismatch`, `unreachable`, `refused`
+   * @throws {PodApiError} `attestation`, `pin_mismatch`, `unreachable`, `refused`, `timeout`, `cancelled`
    */
-  async verify() {
+  async verify({ signal } = {}) {
     this.verified = null;
     const policy = this.policy;
+    const changed = () => new PodApiError('attestation', 'The PCR file or root changed during verification; verify again.');
     try {
-      const v = await this.#verifyOnce();
-      if (this.policy !== policy) {
-        throw new PodApiError('attestation', 'The PCR file or root changed during verification; verify again.');
+      const v = await this.#verifyOnce(signal);
+      if (this.policy !== policy) throw changed();
+      if (!policy.pinnedFingerprint && this.pinOnFirstUse) {
+        const pinned = await this.pinOnFirstUse(v.fingerprint);
+        if (this.policy !== policy) throw changed();
+        policy.pinnedFingerprint = pinned;
+        if (pinned !== v.fingerprint) throw pinMismatch(pinned, v.fingerprint);
       }
       this.verified = v;
       this.onVerification?.(v, null);
@@ -315,23 +497,28 @@ export class PodClient {
     }
   }
 
-  async #verifyOnce() {
+  async #verifyOnce(signal) {
     if (!this.policy) throw new PodApiError('attestation', 'No PCR file is loaded: the page cannot tell which enclave image to trust.');
     const nonce = randomBytes(ATTESTATION_NONCE_LEN);
-    const r = await this.#fetch(`/pod/attestation?nonce=${toHex(nonce)}`, { method: 'GET' });
-    if (!r.ok) {
-      const err = await this.#errorFrom(r);
-      const why = err.status === 503 ? 'the pod is temporarily unavailable' : `the pod answered ${err.status}`;
-      throw new PodApiError('attestation', `No attestation document could be fetched (${why}).`,
-        { status: err.status, code: err.code, podMessage: err.podMessage });
-    }
-    let doc;
-    try {
-      const body = await r.json();
-      doc = fromBase64(body.document);
-    } catch (e) {
-      throw new PodApiError('attestation', 'The attestation answer is not {"document": base64}.', { cause: e });
-    }
+    const doc = await this.#request(`/pod/attestation?nonce=${toHex(nonce)}`, { method: 'GET' }, async (r) => {
+      if (!r.ok) {
+        const err = await this.#errorFrom(r);
+        const why = err.status === 503 ? 'the pod is temporarily unavailable' : `the pod answered ${err.status}`;
+        throw new PodApiError('attestation', `No attestation document could be fetched (${why}).`,
+          { status: err.status, code: err.code, podMessage: err.podMessage });
+      }
+      let text;
+      try {
+        text = await r.text();
+      } catch (e) {
+        throw new PodApiError('unreachable', `The attestation answer stopped arriving (${e?.message ?? e}).`, { cause: e });
+      }
+      try {
+        return fromBase64(JSON.parse(text).document);
+      } catch (e) {
+        throw new PodApiError('attestation', 'The attestation answer is not {"document": base64}.', { cause: e });
+      }
+    }, { signal });
     let att;
     let binding;
     try {
@@ -353,13 +540,7 @@ export class PodClient {
         { cause: e, details: { code: e?.code } });
     }
     const pinned = this.policy.pinnedFingerprint;
-    if (pinned && pinned !== binding.fingerprint) {
-      throw new PodApiError('pin_mismatch',
-        `The pod verified, but its key ${binding.fingerprint.slice(0, 16)}… is not the pinned key ` +
-        `${pinned.slice(0, 16)}…. If the operator announced a key rotation, check the announcement, then press ` +
-        '"Forget the pinned key" and verify again to pin the new key. Otherwise do not use this pod.',
-        { details: { pinned, presented: binding.fingerprint } });
-    }
+    if (pinned && pinned !== binding.fingerprint) throw pinMismatch(pinned, binding.fingerprint);
     return Object.freeze({
       ...binding,
       timestamp: att.timestamp,
@@ -399,9 +580,9 @@ export class PodClient {
     return this.#room(roomId, seen);
   }
 
-  async #room(roomId, seen = {}) {
+  async #room(roomId, seen = {}, signal = undefined) {
     if (!/^[0-9a-f]{64}$/.test(roomId)) throw new PodApiError('local', 'A room id is 64 hex characters.');
-    const v = await this.#call('GET', `/rooms/${roomId}/log`);
+    const v = await this.#call('GET', `/rooms/${roomId}/log`, undefined, signal);
     let entries;
     let room;
     try {
@@ -458,13 +639,24 @@ export class PodClient {
   // ---- Documents -----------------------------------------------------------------------------------------------
 
   /**
-   * Seals a file to the verified pod key for a room, in the page (nothing is sent to the pod but the
-   * attestation request).
-   * @param {{file: Blob, roomId: string, docId: string, onProgress?: (done: number, total: number) => void}} o
-   * @returns {Promise<{blob: Blob, pod: VerifiedPod}>}
+   * Seals a file to the verified pod key for a room, in the page. Before sealing it verifies the pod and reads and
+   * verifies the room's membership log (so the room exists on this pod, with the owner its id names, and its log
+   * still contains the head this page saw); nothing else is sent. The sealed copy is kept in memory until it is
+   * saved, so files over {@link OPEN_LIMIT} are refused before anything is sent.
+   * @param {{file: Blob, roomId: string, docId: string, seen?: {seenSeq?: number, seenHead?: string},
+   *   signal?: AbortSignal, onProgress?: (done: number, total: number) => void}} o
+   * @returns {Promise<{blob: Blob, pod: VerifiedPod, room: import('./membership.js').Room}>}
+   * @throws {PodApiError} as {@link PodClient#verify} and {@link PodClient#room}; `local` for a file too large
    */
-  async seal({ file, roomId, docId, onProgress }) {
-    const pod = await this.verify();
+  async seal({ file, roomId, docId, seen = {}, signal, onProgress }) {
+    if (file.size > OPEN_LIMIT) {
+      throw new PodApiError('local', `This file is ${Math.ceil(file.size / 2 ** 20)} MiB; the browser seals files of ` +
+        `up to ${OPEN_LIMIT / 2 ** 30} GiB, because it holds the sealed copy in memory until you save it. Seal it ` +
+        'with `podctl seal`, which streams any size. Nothing was sent.');
+    }
+    const pod = await this.verify({ signal });
+    const { room } = await this.#room(roomId, seen, signal);
+    checkCancelled(signal);
     let s;
     try {
       s = await sealToPodStream({
@@ -475,8 +667,12 @@ export class PodClient {
       throw e;
     }
     const parts = [];
-    for await (const p of s.pieces) parts.push(p);
-    return { blob: new Blob(parts, { type: 'application/octet-stream' }), pod };
+    for await (const p of s.pieces) {
+      // Leaving the loop closes the generator, which stops reading the file.
+      checkCancelled(signal);
+      parts.push(p);
+    }
+    return { blob: new Blob(parts, { type: 'application/octet-stream' }), pod, room };
   }
 
   /**
@@ -507,19 +703,22 @@ export class PodClient {
    * arrives). A browser's fetch sends the whole request body before it reads any of the answer; the proxy spools
    * its answer (to disk beyond 1 MiB, ciphertext only) so that the upload always completes, and it reads the whole
    * body before it answers a refusal, so a refusal arrives as an answer rather than as a cut connection.
-   * @param {{file: Blob, keys: import('./keys.js').UserKeys,
+   *
+   * `signal` cancels it at any point; the pod has the request once the upload has started, and then logs the open
+   * whether or not the answer is read. An answer that stops arriving for {@link IDLE_TIMEOUT_MS} is given up.
+   * @param {{file: Blob, keys: import('./keys.js').UserKeys, signal?: AbortSignal,
    *   onPhase?: (phase: 'sending' | 'receiving' | 'checking') => void,
    *   onProgress?: (plaintextDone: number, plaintextTotal: number) => void}} o
    * @returns {Promise<{blob: Blob, size: number, docId: Uint8Array, roomId: Uint8Array,
    *   receipt: import('./audit.js').Receipt, pod: VerifiedPod}>}
    */
-  async open({ file, keys, onPhase, onProgress }) {
+  async open({ file, keys, signal, onPhase, onProgress }) {
     const { header, bodyStart } = await PodClient.readSealedHeader(file);
     if (file.size > OPEN_LIMIT) {
       throw new PodApiError('local', `This document is ${Math.ceil(file.size / 2 ** 20)} MiB; the browser opens ` +
         `documents of up to ${OPEN_LIMIT / 2 ** 30} GiB. Open it with \`podctl open\`. Nothing was sent.`);
     }
-    const pod = await this.verify();
+    const pod = await this.verify({ signal });
     if (!equalBytes(header.recipient, pod.fingerprintBytes)) {
       throw new PodApiError('local', `This document is sealed to pod key ${toHex(header.recipient).slice(0, 16)}…, not to ` +
         `this pod's key ${pod.fingerprint.slice(0, 16)}… (after a key rotation, open the rotated copy). Nothing was sent.`);
@@ -530,8 +729,9 @@ export class PodClient {
     });
     const total = plaintextLength(file.size - bodyStart);
     if (!this.verified) throw new PodApiError('not_verified', 'The pod has not been verified; nothing was sent.');
+    checkCancelled(signal);
     onPhase?.('sending');
-    const sent = await this.#sendStream(file, keys, request);
+    const sent = await this.#sendStream(file, keys, request, signal);
     const { source, receiptB64, cancel } = sent;
     onPhase?.('receiving');
     const opener = new DocumentOpener({ keys, expect: { kind: KIND_RE_ENCRYPTED, roomId: header.roomId, docId: header.docId } });
@@ -584,43 +784,28 @@ export class PodClient {
   }
 
   /** `POST /pod/re-encrypt/stream`: the answer's pieces as they arrive, and its receipt header. */
-  async #sendStream(file, keys, request) {
+  async #sendStream(file, keys, request, signal) {
     // A Blob body, not a ReadableStream: Chromium streams request bodies only over HTTP/2, and the proxy speaks
-    // HTTP/1.1. The Blob is read from disk as it is sent. A watchdog ends a request that never gets an answer.
-    const abort = new AbortController();
-    const watchdog = setTimeout(() => abort.abort(new Error('the pod did not answer in time')), 60_000 + Math.ceil(file.size / 65536) * 1000);
-    let r;
-    try {
-      r = await this.#fetch('/pod/re-encrypt/stream', {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/octet-stream',
-          'x-pod-auth-token': toBase64(request.bytes),
-          'x-pod-user-key': toBase64(keys.encSpki),
-        },
-        body: file,
-        signal: abort.signal,
-      });
-    } catch (e) {
-      if (abort.signal.aborted) e.timedOut = true;
-      throw e;
-    } finally {
-      clearTimeout(watchdog);
-    }
-    if (!r.ok) throw await this.#errorFrom(r);
+    // HTTP/1.1. The Blob is read from disk as it is sent. The whole upload happens before the answer's headers
+    // arrive, so their deadline grows with the file (a second per 64 KiB); then every piece must follow the one
+    // before within the idle timeout.
+    const r = await this.#request('/pod/re-encrypt/stream', {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/octet-stream',
+        'x-pod-auth-token': toBase64(request.bytes),
+        'x-pod-user-key': toBase64(keys.encSpki),
+      },
+      body: file,
+    }, async (answer) => {
+      if (!answer.ok) throw await this.#errorFrom(answer);
+      return answer;
+    }, { signal, timeoutMs: this.answerTimeoutMs + Math.ceil(file.size / 65536) * 1000 });
     const reader = r.body.getReader();
-    async function* source() {
-      for (;;) {
-        let step;
-        try {
-          step = await reader.read();
-        } catch (e) {
-          throw new PodApiError('unreachable', `The document stopped arriving (${e?.message ?? e}).`, { cause: e });
-        }
-        if (step.done) return;
-        yield step.value;
-      }
-    }
-    return { source: source(), receiptB64: r.headers.get('x-pod-receipt'), cancel: () => reader.cancel().catch(() => {}) };
+    return {
+      source: idleReads(reader, { idleMs: this.idleTimeoutMs, signal, what: 'The document' }),
+      receiptB64: r.headers.get('x-pod-receipt'),
+      cancel: () => reader.cancel().catch(() => {}),
+    };
   }
 }

@@ -147,9 +147,10 @@ export async function readText(file, max = 65536) {
  * @param {string} fallback
  */
 export function safeFileName(name, fallback) {
+  // Also the invisible and bidirectional characters (C1 controls, U+061C, U+200B-F, U+202A-E, U+2060-4, U+2066-9,
+  // U+FEFF; the same as docIdText's in lib/api.js): "invoice\u202Efdp.exe" must not display as a PDF.
   // eslint-disable-next-line no-control-regex
-  // Also the bidirectional controls (U+200E/F, U+202A-E, U+2066-9): "invoice\u202Efdp.exe" must not display as a PDF.
-  const s = name.replace(/[\u0000-\u001f\u007f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\:*?"<>|]/g, '_')
+  const s = name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff/\\:*?"<>|]/g, '_')
     .replace(/^\.+/, '_').trim();
   return s.length ? s.slice(0, 120) : fallback;
 }

@@ -11,17 +11,35 @@
 const DB_NAME = 'secure-pod';
 const STORE = 'kv';
 
+/** The open database, or the attempt under way; null when the next use must open it (again). */
 let dbPromise = null;
 
 function open() {
   if (!dbPromise) {
-    dbPromise = new Promise((resolve, reject) => {
+    const attempt = new Promise((resolve, reject) => {
       const req = indexedDB.open(DB_NAME, 1);
       req.onupgradeneeded = () => req.result.createObjectStore(STORE);
-      req.onsuccess = () => resolve(req.result);
+      req.onsuccess = () => {
+        const db = req.result;
+        // Another tab upgrading the database (a newer page) waits for this connection: close it, and open
+        // again at the next use. A connection the browser closes (storage cleared) is reopened the same way.
+        db.onversionchange = () => {
+          db.close();
+          if (dbPromise === attempt) dbPromise = null;
+        };
+        db.onclose = () => {
+          if (dbPromise === attempt) dbPromise = null;
+        };
+        resolve(db);
+      };
       req.onerror = () => reject(req.error);
-      req.onblocked = () => reject(new Error('the page\'s storage is blocked by another tab'));
+      req.onblocked = () => reject(new Error('the page\'s storage is blocked by another tab of this page: close it and try again'));
     });
+    // A failed open is not kept: the next use tries again (the other tab may be gone, the disk less full).
+    attempt.catch(() => {
+      if (dbPromise === attempt) dbPromise = null;
+    });
+    dbPromise = attempt;
   }
   return dbPromise;
 }
@@ -31,6 +49,37 @@ function run(mode, fn) {
     const tx = db.transaction(STORE, mode);
     const req = fn(tx.objectStore(STORE));
     tx.oncomplete = () => resolve(req?.result);
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error ?? new Error('storage transaction aborted'));
+  }));
+}
+
+/**
+ * Reads a key and, in the same transaction, writes what `decide` makes of it: no other tab can write the key in
+ * between (IndexedDB runs read-write transactions on one store one after the other).
+ * @template R
+ * @param {string} key
+ * @param {(value: any) => {write: boolean, value?: any, result: R}} decide synchronous (the transaction would
+ *   commit while it awaited)
+ * @returns {Promise<R>}
+ */
+export function update(key, decide) {
+  return open().then((db) => new Promise((resolve, reject) => {
+    const tx = db.transaction(STORE, 'readwrite');
+    const s = tx.objectStore(STORE);
+    let result;
+    const read = s.get(key);
+    read.onsuccess = () => {
+      try {
+        const d = decide(read.result);
+        result = d.result;
+        if (d.write) s.put(d.value, key);
+      } catch (e) {
+        tx.abort();
+        reject(e);
+      }
+    };
+    tx.oncomplete = () => resolve(result);
     tx.onerror = () => reject(tx.error);
     tx.onabort = () => reject(tx.error ?? new Error('storage transaction aborted'));
   }));
