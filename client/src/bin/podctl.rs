@@ -109,6 +109,10 @@ enum Command {
         /// The principal that administers the key (never given a cryptographic operation).
         #[arg(long, value_name = "ARN")]
         admin_arn: String,
+        /// During a rotation: the PCR file of the image that moves documents to this key (the old pod). It may only
+        /// unseal the key (`kms:Decrypt`), never generate one; render the policy again without it afterwards.
+        #[arg(long, value_name = "FILE")]
+        rotation_source_pcrs: Option<PathBuf>,
     },
 }
 
@@ -539,6 +543,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy {
             role_arn,
             admin_arn,
+            rotation_source_pcrs,
         } => {
             let pcrs = read(
                 cli.pod
@@ -547,7 +552,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("no PCR file: give --pcrs FILE or set POD_PCRS")?,
                 "--pcrs",
             )?;
-            let policy = pod_client::policy::render(&pcrs, &role_arn, &admin_arn)?;
+            let source = rotation_source_pcrs
+                .map(|p| read(&p, "--rotation-source-pcrs"))
+                .transpose()?;
+            let policy = pod_client::policy::render_for_aws(
+                &pcrs,
+                source.as_deref(),
+                &role_arn,
+                &admin_arn,
+            )?;
             println!("{}", serde_json::to_string_pretty(&policy)?);
         }
         Command::Audit(AuditCommand::Verify {
