@@ -160,9 +160,11 @@ fn check_principal(what: &str, arn: &str, root_allowed: bool) -> Result<(), Poli
     ) else {
         return Err(bad());
     };
-    let partition_ok = partition
-        .strip_prefix("aws")
-        .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
+    // `aws`, or `aws-` and a suffix (aws-cn, aws-us-gov, aws-iso-b, ...): not `awsx`.
+    let partition_ok = partition == "aws"
+        || partition.strip_prefix("aws-").is_some_and(|rest| {
+            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        });
     if !partition_ok || account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
@@ -278,6 +280,8 @@ mod tests {
             "arn:aws:kms:us-east-1:111122223333:key/abcd",
             "arn:gcp:iam::111122223333:role/pod-parent",
             "arn:AWS:iam::111122223333:role/pod-parent",
+            "arn:awsx:iam::111122223333:role/pod-parent",
+            "arn:aws-:iam::111122223333:role/pod-parent",
             "arn:aws:iam::111122223333:role/",
             "arn:aws:iam::111122223333:role/ops//pod-parent",
             "arn:aws:iam::111122223333:role/pod parent",

@@ -49,7 +49,10 @@ struct JournalHead {
     mode: String,
     receipt_key: String,
     /// The directory rotated, canonical: journal paths are relative to it, so a journal belongs to one directory.
-    dir: String,
+    /// Absent in journals written before podctl recorded it; such a journal is taken to belong to the directory
+    /// it is used with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dir: Option<String>,
 }
 
 fn canonical_dir(dir: &Path) -> Result<String, ClientError> {
@@ -97,6 +100,10 @@ fn in_file(path: &Path, e: ClientError) -> ClientError {
             message: format!("{}: {message}", path.display()),
         },
         ClientError::Integrity(m) => ClientError::Integrity(format!("{}: {m}", path.display())),
+        ClientError::Unreachable { url, detail } => ClientError::Unreachable {
+            url,
+            detail: format!("{detail} (while moving {})", path.display()),
+        },
         ClientError::Local(m) if !m.contains(&*path.to_string_lossy()) => {
             ClientError::Local(format!("{}: {m}", path.display()))
         }
@@ -199,14 +206,17 @@ impl Journal {
                     .next()
                     .and_then(|l| serde_json::from_str(l).ok())
                     .ok_or_else(|| local(path, "not a rotation journal"))?;
-                if first.dir != head.dir {
+                if let Some(theirs) = first.dir.as_ref().filter(|d| Some(*d) != head.dir.as_ref()) {
                     return Err(ClientError::Local(format!(
-                        "{} is the journal of another directory ({}); give each directory its own journal and \
-                         certificate (--journal, --certificate)",
+                        "{} is the journal of another directory ({theirs}); give each directory its own journal \
+                         and certificate (--journal, --certificate)",
                         path.display(),
-                        first.dir
                     )));
                 }
+                let first = JournalHead {
+                    dir: head.dir.clone(),
+                    ..first
+                };
                 if &first != head {
                     return Err(ClientError::Local(format!(
                         "{} belongs to another rotation ({} → {}, {}); finish or move it first",
@@ -409,6 +419,25 @@ impl PodClient {
             return Err(ClientError::Local(e));
         }
         let headers = self.streamed(result)?;
+        let item_b64 = headers
+            .get("x-pod-rotation-item")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ClientError::Integrity("no rotation item".into()))?;
+        let item_bytes = base64::engine::general_purpose::STANDARD
+            .decode(item_b64)
+            .map_err(|_| ClientError::Integrity("rotation item not base64".into()))?;
+        let item = SignedItem::parse_verified(&item_bytes, &pod.receipt_key).map_err(|_| {
+            ClientError::Integrity("the rotation item is not signed by the attested pod".into())
+        })?;
+        // The signed item says what the pod did; checked first, so that an answer for another mode is named as such
+        // rather than as a length or seal failure.
+        if item.item().mode != mode {
+            return Err(ClientError::Integrity(format!(
+                "the pod answered a {} move to a {} request",
+                mode_name(item.item().mode),
+                mode_name(mode)
+            )));
+        }
         let old_body = std::fs::metadata(input)
             .map_err(|e| local(input, e))?
             .len()
@@ -425,16 +454,6 @@ impl PodClient {
         }
         tmp.sync_all().map_err(|e| local(out, e))?;
         drop(tmp);
-        let item_b64 = headers
-            .get("x-pod-rotation-item")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ClientError::Integrity("no rotation item".into()))?;
-        let item_bytes = base64::engine::general_purpose::STANDARD
-            .decode(item_b64)
-            .map_err(|_| ClientError::Integrity("rotation item not base64".into()))?;
-        let item = SignedItem::parse_verified(&item_bytes, &pod.receipt_key).map_err(|_| {
-            ClientError::Integrity("the rotation item is not signed by the attested pod".into())
-        })?;
         let (new_header, new_start) = read_head(out)?
             .ok_or_else(|| ClientError::Integrity("the moved document has no header".into()))?;
         // STREAM keeps lengths: a body of another length is a cut-off answer, never to be renamed over the original.
@@ -485,7 +504,7 @@ impl PodClient {
             new_pod: hex::encode(next),
             mode: mode_name(mode).to_owned(),
             receipt_key: b64(&pod.receipt_key.to_spki_der()),
-            dir: canonical_dir(dir)?,
+            dir: Some(canonical_dir(dir)?),
         };
         let mut journal = Journal::open(journal, &head)?;
         let files = list_documents(dir)?;
@@ -558,10 +577,15 @@ impl PodClient {
                 progress(n as u64 + 1, total);
                 continue;
             }
-            let item = self
-                .rotate_one(&pod, &next, mode, path, &h, &tmp)
-                .await
-                .map_err(|e| in_file(path, e))?;
+            let item = match self.rotate_one(&pod, &next, mode, path, &h, &tmp).await {
+                Ok(item) => item,
+                Err(e) => {
+                    // No journal line names it, so the output is nothing a later run could use: remove it, so that
+                    // the directory holds only the untouched original.
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(in_file(path, e));
+                }
+            };
             journal.append(JournalLine {
                 path: rel,
                 old: hex::encode(item.item().old_header_hash),
@@ -598,11 +622,12 @@ impl PodClient {
                 hex::encode(pod.fingerprint)
             )));
         }
-        if head.dir != canonical_dir(dir)? {
+        if let Some(theirs) = head.dir.as_ref()
+            && *theirs != canonical_dir(dir)?
+        {
             return Err(ClientError::Local(format!(
-                "{} is the journal of {}, not of {}; certify each directory with its own journal",
+                "{} is the journal of {theirs}, not of {}; certify each directory with its own journal",
                 journal.display(),
-                head.dir,
                 dir.display()
             )));
         }
@@ -742,10 +767,18 @@ pub fn verify_certificate(
             items.iter().map(|i| i.new_header_hash).collect();
         for path in list_files(dir)? {
             if is_rotating(&path) {
-                return Err(ClientError::Integrity(format!(
-                    "{} is an interrupted move: run `podctl rotate run` again to finish it, then verify",
-                    path.display()
-                )));
+                let original = path.with_extension("");
+                return Err(ClientError::Integrity(if original.exists() {
+                    format!(
+                        "{} is an interrupted move: run `podctl rotate run` again to finish it, then verify",
+                        path.display()
+                    )
+                } else {
+                    format!(
+                        "{} is left from a failed move and its document is gone: delete it, then verify",
+                        path.display()
+                    )
+                }));
             }
             if let Some((h, _)) = read_head(&path)?
                 && !named.contains(&h.hash())
@@ -831,6 +864,42 @@ mod tests {
         // An empty body is sealed too.
         let (empty, zero) = answer(&pod, 0);
         check(&empty, &key, zero).unwrap();
+    }
+
+    #[test]
+    fn a_journal_belongs_to_its_directory_and_an_older_one_is_adopted() {
+        let d = tempfile::tempdir().unwrap();
+        let head = |dir: Option<&str>| JournalHead {
+            old_pod: "aa".into(),
+            new_pod: "bb".into(),
+            mode: "rewrap".into(),
+            receipt_key: "cc".into(),
+            dir: dir.map(str::to_owned),
+        };
+        let path = d.path().join("journal.jsonl");
+        // Written by a podctl that did not record the directory: taken to be this directory's.
+        std::fs::write(
+            &path,
+            "{\"old_pod\":\"aa\",\"new_pod\":\"bb\",\"mode\":\"rewrap\",\"receipt_key\":\"cc\"}\n",
+        )
+        .unwrap();
+        drop(Journal::open(&path, &head(Some("/srv/a"))).unwrap());
+        // Recorded: another directory is refused, the same one opens.
+        let path = d.path().join("journal2.jsonl");
+        drop(Journal::open(&path, &head(Some("/srv/a"))).unwrap());
+        let e = Journal::open(&path, &head(Some("/srv/b")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("another directory") && e.contains("/srv/a"),
+            "{e}"
+        );
+        drop(Journal::open(&path, &head(Some("/srv/a"))).unwrap());
+        // Another rotation in the same directory is still refused.
+        let mut other = head(Some("/srv/a"));
+        other.new_pod = "dd".into();
+        assert!(Journal::open(&path, &other).is_err());
     }
 
     #[test]

@@ -245,7 +245,21 @@ fn read_sealed_key(path: &std::path::Path) -> Result<Option<SealedKey>, ApiError
 /// it swaps the files, so that is an interrupted promotion. Serving that key would refuse its own documents as
 /// retired and fork its audit chain.
 pub fn refuse_interrupted_promotion(state_dir: &std::path::Path) -> Result<(), ApiError> {
-    if let Some(k) = read_sealed_key(&state_dir.join("sealed-pod-key.json"))?
+    let key_path = state_dir.join("sealed-pod-key.json");
+    // A missing pod key in a directory that has rotated before is a promotion that archived the old key and died
+    // before the successor took its place, not a new pod: a fresh key here would orphan every document.
+    if !key_path.exists()
+        && (state_dir.join("sealed-pod-key.next.json").exists()
+            || !read_retired(state_dir)?.is_empty())
+    {
+        return Err(ApiError::Internal(format!(
+            "{} is missing but this state directory holds a rotation (a successor or retired keys): a promotion \
+             was interrupted; run `pod-proxy promote --state-dir {}` again to finish it",
+            key_path.display(),
+            state_dir.display()
+        )));
+    }
+    if let Some(k) = read_sealed_key(&key_path)?
         && read_retired(state_dir)?
             .iter()
             .any(|r| r.fingerprint == k.fingerprint)
@@ -326,6 +340,8 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
     };
     let archive = state_dir.join("retired").join(&current.fingerprint);
     std::fs::create_dir_all(&archive).map_err(|e| io("creating the archive", e))?;
+    sync_dir(&state_dir.join("retired"))?;
+    sync_dir(state_dir)?;
     let mut retired = read_retired(state_dir)?;
     if !retired.iter().any(|r| r.fingerprint == current.fingerprint) {
         retired.push(RetiredKey {
@@ -341,16 +357,37 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
     write_durably(&state_dir.join("retired-keys.json"), text.as_bytes())?;
     for name in ["audit.log", "checkpoints.log"] {
         let from = state_dir.join(name);
-        if from.exists() {
-            std::fs::rename(&from, archive.join(name)).map_err(|e| io(name, e))?;
+        let to = archive.join(name);
+        if !from.exists() {
+            continue;
         }
+        if to.exists() {
+            // Archived by an interrupted run. An empty file here is one something created since (a proxy start
+            // opens its log): drop it. Anything else is refused: the archived chain is never overwritten.
+            let empty = std::fs::metadata(&from)
+                .map(|m| m.len() == 0)
+                .unwrap_or(false);
+            if !empty {
+                return Err(ApiError::Internal(format!(
+                    "both {} and {} exist: refusing to overwrite the archived audit chain; keep both and find \
+                     out which pod key wrote the newer one",
+                    from.display(),
+                    to.display()
+                )));
+            }
+            std::fs::remove_file(&from).map_err(|e| io(name, e))?;
+            continue;
+        }
+        std::fs::rename(&from, &to).map_err(|e| io(name, e))?;
     }
     if current_path.exists() {
         std::fs::rename(&current_path, archive.join("sealed-pod-key.json"))
             .map_err(|e| io("archiving the sealed key", e))?;
     }
-    std::fs::rename(&next_path, &current_path).map_err(|e| io("promoting the successor", e))?;
+    // Everything archived is durable before the successor takes the pod key's place.
     sync_dir(&archive)?;
+    sync_dir(state_dir)?;
+    std::fs::rename(&next_path, &current_path).map_err(|e| io("promoting the successor", e))?;
     sync_dir(state_dir)?;
     Ok(Promotion {
         retired: current.fingerprint,
@@ -406,6 +443,9 @@ impl Parent {
                 .ok_or_else(|| ApiError::Internal("retired-keys.json: bad fingerprint".into()))?;
             retired.insert(f);
         }
+        // Before anything is created here (opening the audit log creates it): an interrupted promotion must be
+        // finished by `pod-proxy promote`, or a fresh empty log would stand in the archived one's place.
+        refuse_interrupted_promotion(&config.state_dir)?;
         let (audit_log, recovery) = RecordLog::open(&config.state_dir.join("audit.log"))?;
         if let Some((offset, len, saved)) = &recovery.torn {
             tracing::error!(offset, len, saved = %saved.display(), "the audit log had a torn last record");
@@ -507,8 +547,10 @@ impl Parent {
     pub async fn prepare_rotation(&self, how: PrepareRotation) -> Result<SealedKey, ApiError> {
         // Any file at that path, even a damaged one, means a successor may already hold documents.
         if self.next_key_path().exists() {
-            let k = self.next_sealed_key()?;
-            let fingerprint = k.map_or_else(|| "an unreadable key".to_owned(), |k| k.fingerprint);
+            let fingerprint = match self.next_sealed_key() {
+                Ok(Some(k)) => k.fingerprint,
+                _ => "a key whose file cannot be read (restore it from backup)".to_owned(),
+            };
             return Err(ApiError::BadRequest(format!(
                 "a rotation to {} is already prepared ({}); finish it with `podctl rotate run` and `pod-proxy \
                  promote`. Do not delete that file while documents may already be sealed to that key.",

@@ -161,3 +161,57 @@ fn a_damaged_sealed_key_is_an_error_never_a_missing_key() {
     );
     assert!(!dir.join("sealed-pod-key.next.tmp").exists());
 }
+
+#[test]
+fn an_archived_audit_chain_is_never_overwritten_by_a_log_created_after_the_interruption() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (old, new) = (key("a"), key("b"));
+    write(dir, "sealed-pod-key.json", &old);
+    write(dir, "sealed-pod-key.next.json", &new);
+    // Interrupted after the retired list was written and the audit log archived.
+    let archive = dir.join("retired").join(&old.fingerprint);
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::write(archive.join("audit.log"), b"old chain").unwrap();
+    let list = vec![RetiredKey {
+        fingerprint: old.fingerprint.clone(),
+        successor: new.fingerprint.clone(),
+        retired_at_ms: 1,
+    }];
+    write_durably(
+        &dir.join("retired-keys.json"),
+        serde_json::to_string(&list).unwrap().as_bytes(),
+    )
+    .unwrap();
+    // Something wrote a non-empty log since: refused, both kept.
+    std::fs::write(dir.join("audit.log"), b"newer entries").unwrap();
+    let e = promote(dir).unwrap_err().to_string();
+    assert!(e.contains("refusing to overwrite"), "{e}");
+    assert_eq!(
+        std::fs::read(archive.join("audit.log")).unwrap(),
+        b"old chain"
+    );
+    // An empty log (what opening the log creates) is dropped, and the promotion finishes with the archive intact.
+    std::fs::write(dir.join("audit.log"), b"").unwrap();
+    assert_eq!(promote(dir).unwrap().current, new.fingerprint);
+    assert_eq!(
+        std::fs::read(archive.join("audit.log")).unwrap(),
+        b"old chain"
+    );
+    assert!(!dir.join("audit.log").exists());
+}
+
+#[test]
+fn a_missing_pod_key_in_a_directory_that_rotated_is_an_interrupted_promotion() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // A new pod: nothing here, nothing refused.
+    refuse_interrupted_promotion(dir).unwrap();
+    // The old key archived, the successor not yet in place.
+    write(dir, "sealed-pod-key.next.json", &key("b"));
+    let e = refuse_interrupted_promotion(dir).unwrap_err().to_string();
+    assert!(
+        e.contains("is missing") && e.contains("pod-proxy promote"),
+        "{e}"
+    );
+}
