@@ -543,26 +543,22 @@ impl PodClient {
                 progress(n as u64 + 1, total);
                 continue;
             }
-            if h.0.kind() != envelope::Kind::SealedToPod {
-                // A copy delivered to one user (kind 2) is not a stored document and no pod key opens it.
-                report.skipped.push((
-                    path.clone(),
-                    format!(
-                        "a copy delivered to user key {}, not a stored document; move it out of the directory",
-                        hex::encode(h.0.recipient())
-                    ),
-                ));
-                progress(n as u64 + 1, total);
-                continue;
-            }
-            if h.0.recipient() != &pod.fingerprint {
-                report.skipped.push((
-                    path.clone(),
-                    format!(
-                        "sealed to another pod key ({})",
-                        hex::encode(h.0.recipient())
-                    ),
-                ));
+            // A copy delivered to one user (kind 2) is not a stored document and no pod key opens it.
+            let not_ours = if h.0.kind() != envelope::Kind::SealedToPod {
+                Some(format!(
+                    "a copy delivered to user key {}, not a stored document; move it out of the directory",
+                    hex::encode(h.0.recipient())
+                ))
+            } else if h.0.recipient() != &pod.fingerprint {
+                Some(format!(
+                    "sealed to another pod key ({})",
+                    hex::encode(h.0.recipient())
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = not_ours {
+                report.skipped.push((path.clone(), why));
                 progress(n as u64 + 1, total);
                 continue;
             }

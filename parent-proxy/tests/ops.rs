@@ -197,14 +197,17 @@ fn the_pin_file_skips_comments_and_blank_lines() {
 fn allow_unpinned_gets_past_the_pin_check_only() {
     let t = Tree::new();
     let out = t.path("out");
-    let o = t.run(
-        "build.sh",
-        &[&out],
-        &[
-            ("ALLOW_UNPINNED", "1"),
-            ("RUST_IMAGE", "rust:1.95-bookworm"),
-        ],
-    );
+    let unpinned_build = || {
+        t.run(
+            "build.sh",
+            &[&out],
+            &[
+                ("ALLOW_UNPINNED", "1"),
+                ("RUST_IMAGE", "rust:1.95-bookworm"),
+            ],
+        )
+    };
+    let o = unpinned_build();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -214,14 +217,7 @@ fn allow_unpinned_gets_past_the_pin_check_only() {
     assert!(err.contains("docker is not installed"), "{err}");
     // With docker but no nitro-cli, the next tool is named.
     t.stub("docker", "exit 0\n");
-    let o = t.run(
-        "build.sh",
-        &[&out],
-        &[
-            ("ALLOW_UNPINNED", "1"),
-            ("RUST_IMAGE", "rust:1.95-bookworm"),
-        ],
-    );
+    let o = unpinned_build();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("nitro-cli is not installed"),

@@ -24,6 +24,20 @@ fn write(dir: &Path, name: &str, k: &SealedKey) {
     std::fs::write(dir.join(name), serde_json::to_string(k).unwrap()).unwrap();
 }
 
+/// What `promote` writes first: `old` listed as retired in favour of `new`.
+fn write_retired(dir: &Path, old: &SealedKey, new: &SealedKey) {
+    let list = vec![RetiredKey {
+        fingerprint: old.fingerprint.clone(),
+        successor: new.fingerprint.clone(),
+        retired_at_ms: 1,
+    }];
+    write_durably(
+        &dir.join("retired-keys.json"),
+        serde_json::to_string(&list).unwrap().as_bytes(),
+    )
+    .unwrap();
+}
+
 fn read(dir: &Path, name: &str) -> SealedKey {
     serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
 }
@@ -112,16 +126,7 @@ fn a_promotion_interrupted_after_the_retired_list_is_refused_at_start_until_it_i
     write(dir, "sealed-pod-key.next.json", &new);
     refuse_interrupted_promotion(dir).unwrap();
     // `promote` wrote the retired list, then died before moving anything.
-    let list = vec![RetiredKey {
-        fingerprint: old.fingerprint.clone(),
-        successor: new.fingerprint.clone(),
-        retired_at_ms: 1,
-    }];
-    write_durably(
-        &dir.join("retired-keys.json"),
-        serde_json::to_string(&list).unwrap().as_bytes(),
-    )
-    .unwrap();
+    write_retired(dir, &old, &new);
     let e = refuse_interrupted_promotion(dir).unwrap_err().to_string();
     assert!(
         e.contains("promotion was interrupted") && e.contains("pod-proxy promote"),
@@ -173,16 +178,7 @@ fn an_archived_audit_chain_is_never_overwritten_by_a_log_created_after_the_inter
     let archive = dir.join("retired").join(&old.fingerprint);
     std::fs::create_dir_all(&archive).unwrap();
     std::fs::write(archive.join("audit.log"), b"old chain").unwrap();
-    let list = vec![RetiredKey {
-        fingerprint: old.fingerprint.clone(),
-        successor: new.fingerprint.clone(),
-        retired_at_ms: 1,
-    }];
-    write_durably(
-        &dir.join("retired-keys.json"),
-        serde_json::to_string(&list).unwrap().as_bytes(),
-    )
-    .unwrap();
+    write_retired(dir, &old, &new);
     // Something wrote a non-empty log since: refused, both kept.
     std::fs::write(dir.join("audit.log"), b"newer entries").unwrap();
     let e = promote(dir).unwrap_err().to_string();
