@@ -26,7 +26,7 @@
 //! `pod_unavailable`. Bodies are capped, headers must arrive within 10 s and a whole request within 60 s, and at
 //! most [`MAX_CONNECTIONS`] connections are served at once. Logs carry a request id and never a body.
 
-use crate::parent::{ApiError, Parent};
+use crate::parent::{ApiError, Parent, b64};
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -80,10 +80,6 @@ pub(crate) fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         }
     };
     json_response(status, &json!({ "error": code, "message": message }))
-}
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 fn bad_body(e: pod_protocol::api::BodyError) -> ApiError {

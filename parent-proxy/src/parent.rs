@@ -417,7 +417,8 @@ impl std::fmt::Debug for Parent {
     }
 }
 
-fn b64(b: &[u8]) -> String {
+/// Standard base64, as the API's JSON carries bytes.
+pub(crate) fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 

@@ -261,6 +261,7 @@ fn a_build_publishes_pcrs_and_build_information_and_a_failed_one_changes_nothing
     t.stub("docker", "printf '%s\\n' \"docker $*\" >> @LOG@\n");
     t.stub("nitro-cli", &NITRO_CLI.replace("@PCRS@", PCRS));
     let out = t.path("out");
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
 
     // Unsigned: no signing arguments at all (an empty array under `set -u`).
     let o = t.run(
@@ -269,17 +270,9 @@ fn a_build_publishes_pcrs_and_build_information_and_a_failed_one_changes_nothing
         &[("RUST_IMAGE", PINNED), ("REGION", "eu-west-1")],
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        std::fs::read_to_string(out.join("pcrs.json"))
-            .unwrap()
-            .trim(),
-        PCRS
-    );
-    assert_eq!(
-        std::fs::read_to_string(out.join("pod.eif")).unwrap(),
-        "eif\n"
-    );
-    let info = std::fs::read_to_string(out.join("build-info.txt")).unwrap();
+    assert_eq!(read("pcrs.json").trim(), PCRS);
+    assert_eq!(read("pod.eif"), "eif\n");
+    let info = read("build-info.txt");
     assert_eq!(
         info,
         format!(
@@ -316,7 +309,7 @@ fn a_build_publishes_pcrs_and_build_information_and_a_failed_one_changes_nothing
         "{}",
         t.calls()
     );
-    let info = std::fs::read_to_string(out.join("build-info.txt")).unwrap();
+    let info = read("build-info.txt");
     assert!(info.contains("region: us-east-1\n"), "{info}");
     assert!(info.contains("signed: yes"), "{info}");
 
@@ -324,16 +317,8 @@ fn a_build_publishes_pcrs_and_build_information_and_a_failed_one_changes_nothing
     std::fs::write(t.path("fail"), "").unwrap();
     let o = t.run("build.sh", &[&out], &[("RUST_IMAGE", PINNED)]);
     assert!(!o.status.success());
-    assert_eq!(
-        std::fs::read_to_string(out.join("pcrs.json"))
-            .unwrap()
-            .trim(),
-        PCRS
-    );
-    assert_eq!(
-        std::fs::read_to_string(out.join("build-info.txt")).unwrap(),
-        info
-    );
+    assert_eq!(read("pcrs.json").trim(), PCRS);
+    assert_eq!(read("build-info.txt"), info);
     let mut left: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

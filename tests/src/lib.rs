@@ -6,6 +6,12 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+/// Standard base64, as the pod's JSON API carries bytes.
+pub fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
 /// The path of a workspace binary built by the same `cargo test` run.
 ///
 /// # Panics

@@ -9,7 +9,6 @@
     clippy::panic
 )]
 
-use base64::Engine as _;
 use pod_protocol::envelope::{self, Kind};
 use pod_protocol::keys::EncryptionKey;
 use pod_protocol::membership::Action;
@@ -17,9 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
+use pod_tests::b64;
 
 /// Sends `head` and all of `body`, and only then reads the whole answer (within 120 s). Returns whether the whole
 /// body could be sent (a server that answers early and closes makes the send fail) and the answer.

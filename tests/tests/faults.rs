@@ -17,9 +17,7 @@ use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
+use pod_tests::b64;
 
 fn chattr(flag: &str, path: &std::path::Path) {
     let ok = Command::new("chattr")

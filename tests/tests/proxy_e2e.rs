@@ -22,9 +22,7 @@ use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
+use pod_tests::b64;
 
 fn unb64(v: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD

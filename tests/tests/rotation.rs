@@ -18,6 +18,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const DOCS: usize = 1000;
+/// The routine rotation job over the test's document directory.
+const REWRAP_RUN: &[&str] = &["rotate", "run", "--dir", "documents", "--mode", "rewrap"];
 
 fn podctl(work: &Path, state: &Path, url: &str, args: &[&str]) -> Command {
     let mut c = pod_tests::local::podctl(work, state, url);
@@ -126,14 +128,9 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     std::fs::copy(doc_path(&dir, 5), &keep_old).unwrap();
 
     // Running the job before a successor exists is refused with the next step named.
-    let out = podctl(
-        work.path(),
-        &state,
-        &pod.url,
-        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
-    )
-    .output()
-    .unwrap();
+    let out = podctl(work.path(), &state, &pod.url, REWRAP_RUN)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("podctl rotate prepare"));
 
@@ -185,16 +182,11 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
 
     // The job, killed half-way: once its journal names half of the documents.
     let journal = work.path().join("rotation-journal.jsonl");
-    let mut job = podctl(
-        work.path(),
-        &state,
-        &pod.url,
-        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut job = podctl(work.path(), &state, &pod.url, REWRAP_RUN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     loop {
         let lines = std::fs::read_to_string(&journal)
@@ -226,11 +218,7 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
     eprintln!("killed after {moved_before} of {DOCS} documents moved");
 
     // Resumed: finishes, skips what was done, writes and checks the certificate.
-    let text = run(
-        &pod.url,
-        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
-        "rotate run (resumed)",
-    );
+    let text = run(&pod.url, REWRAP_RUN, "rotate run (resumed)");
     assert!(
         text.contains("rotation certificate: 1000 documents"),
         "{text}"
@@ -247,11 +235,7 @@ async fn a_thousand_documents_rotate_resume_after_a_kill_and_the_old_key_is_reti
         assert_eq!(&body, old_body, "doc {i}: a rewrap keeps the body");
     }
     // A third run has nothing left to do.
-    let text = run(
-        &pod.url,
-        &["rotate", "run", "--dir", "documents", "--mode", "rewrap"],
-        "rotate run (idempotent)",
-    );
+    let text = run(&pod.url, REWRAP_RUN, "rotate run (idempotent)");
     assert!(
         text.contains("moved 0 documents (1000 already moved"),
         "{text}"

@@ -16,7 +16,6 @@
     clippy::panic
 )]
 
-use base64::Engine as _;
 use pod_protocol::envelope::{self, Kind};
 use pod_protocol::keys::EncryptionKey;
 use pod_tests::fixtures::{self, RoomFixture};
@@ -25,9 +24,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
+use pod_tests::b64;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

@@ -26,9 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
+use pod_tests::b64;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
