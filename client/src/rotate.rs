@@ -111,13 +111,6 @@ fn in_file(path: &Path, e: ClientError) -> ClientError {
     }
 }
 
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Rewrap => "rewrap",
-        Mode::ReEncrypt => "re-encrypt",
-    }
-}
-
 /// Every regular file under `dir` (recursively), sorted, except interrupted `.rotating` outputs.
 fn list_documents(dir: &Path) -> Result<Vec<PathBuf>, ClientError> {
     Ok(list_files(dir)?
@@ -400,7 +393,7 @@ impl PodClient {
         let result = https::stream(
             &self.http,
             "/pod/rotate/stream",
-            &[("x-pod-rotation-mode", mode_name(mode).to_owned())],
+            &[("x-pod-rotation-mode", mode.name().to_owned())],
             rx,
             |data| {
                 tmp.write_all(data).map_err(|e| {
@@ -434,8 +427,8 @@ impl PodClient {
         if item.item().mode != mode {
             return Err(ClientError::Integrity(format!(
                 "the pod answered a {} move to a {} request",
-                mode_name(item.item().mode),
-                mode_name(mode)
+                item.item().mode.name(),
+                mode.name()
             )));
         }
         let old_body = std::fs::metadata(input)
@@ -502,7 +495,7 @@ impl PodClient {
         let head = JournalHead {
             old_pod: hex::encode(pod.fingerprint),
             new_pod: hex::encode(next),
-            mode: mode_name(mode).to_owned(),
+            mode: mode.name().to_owned(),
             receipt_key: b64(&pod.receipt_key.to_spki_der()),
             dir: Some(canonical_dir(dir)?),
         };
@@ -627,24 +620,39 @@ impl PodClient {
                 dir.display()
             )));
         }
-        let mode = match head.mode.as_str() {
-            "rewrap" => Mode::Rewrap,
-            _ => Mode::ReEncrypt,
-        };
+        let mode = Mode::from_name(&head.mode)
+            .ok_or_else(|| local(journal, format!("unknown rotation mode {:?}", head.mode)))?;
         let mut newest: BTreeMap<String, JournalLine> = BTreeMap::new();
         for l in it {
             if let Ok(line) = serde_json::from_str::<JournalLine>(l) {
                 newest.insert(line.path.clone(), line);
             }
         }
-        let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut items: Vec<([u8; HASH_LEN], Vec<u8>)> = Vec::new();
         for (rel, line) in &newest {
             let path = dir.join(rel);
+            // The signed item is what counts; the line's hashes are a readable copy of it and must agree.
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&line.item)
+                .map_err(|_| local(journal, "an item is not base64"))?;
+            let item = SignedItem::parse_verified(&bytes, &pod.receipt_key).map_err(|_| {
+                local(
+                    journal,
+                    format!("the item for {rel} is not signed by this pod"),
+                )
+            })?;
+            let (old, new) = (item.item().old_header_hash, item.item().new_header_hash);
+            if hex::encode(old) != line.old || hex::encode(new) != line.new {
+                return Err(local(
+                    journal,
+                    format!("the line for {rel} does not match its signed item (edited?)"),
+                ));
+            }
             // A document deleted after it moved is still certified: its item, signed by the pod, says what
             // happened to it. One that is there must be the moved document the journal names.
             if path.exists() {
-                let on_disk = read_head(&path)?.map(|(h, _)| hex::encode(h.hash()));
-                if on_disk.as_deref() != Some(line.new.as_str()) {
+                let on_disk = read_head(&path)?.map(|(h, _)| h.hash());
+                if on_disk != Some(new) {
                     return Err(ClientError::Local(format!(
                         "{} is not the moved document the journal recorded (replaced since?); run `podctl rotate \
                          run` again to finish, or restore the moved copy",
@@ -652,16 +660,12 @@ impl PodClient {
                     )));
                 }
             }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(&line.item)
-                .map_err(|_| local(journal, "an item is not base64"))?;
-            let old = hex::decode(&line.old).map_err(|_| local(journal, "bad hash"))?;
             items.push((old, bytes));
         }
         items.sort();
         let list: Vec<Vec<u8>> = items.into_iter().map(|(_, b)| b).collect();
         let body = json!({
-            "mode": mode_name(mode),
+            "mode": mode.name(),
             "items": list.iter().map(|b| b64(b)).collect::<Vec<_>>(),
         });
         let v = self
@@ -880,6 +884,7 @@ mod tests {
         )
         .unwrap();
         drop(Journal::open(&path, &head(Some("/srv/a"))).unwrap());
+        drop(Journal::open(&path, &head(Some("/srv/b"))).unwrap());
         // Recorded: another directory is refused, the same one opens.
         let path = d.path().join("journal2.jsonl");
         drop(Journal::open(&path, &head(Some("/srv/a"))).unwrap());

@@ -793,7 +793,7 @@ impl Pod {
             }
         }
         if let Some(k) = &self.successor {
-            return Err(PodError::SuccessorLoaded(hex_lower(&k.fingerprint)));
+            return Err(PodError::SuccessorLoaded(hex::encode(k.fingerprint)));
         }
         let next = PodKeys::new(key).map_err(PodError::Crypto)?;
         if next.fingerprint == current {
@@ -1066,10 +1066,6 @@ impl Pod {
         let now = self.clock.now_ms();
         self.budgets.prune(now);
     }
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `arn:PARTITION:kms:REGION:ACCOUNT` of a KMS key ARN (`…:key/ID`), or `None` when it is not one.

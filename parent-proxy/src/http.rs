@@ -246,15 +246,13 @@ async fn route(
         (Method::POST, ["admin", "rotation", "certify"]) => {
             let v: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-            let mode = match v.get("mode").and_then(Value::as_str) {
-                Some("rewrap") => pod_protocol::rotation::Mode::Rewrap,
-                Some("re-encrypt") => pod_protocol::rotation::Mode::ReEncrypt,
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "mode must be `rewrap` or `re-encrypt`".into(),
-                    ));
-                }
-            };
+            let mode = v
+                .get("mode")
+                .and_then(Value::as_str)
+                .and_then(pod_protocol::rotation::Mode::from_name)
+                .ok_or_else(|| {
+                    ApiError::BadRequest("mode must be `rewrap` or `re-encrypt`".into())
+                })?;
             let items = v
                 .get("items")
                 .and_then(Value::as_array)

@@ -303,8 +303,8 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
     let _lock = lock_state_dir(state_dir)?;
     let io = |what: &str, e: std::io::Error| ApiError::Internal(format!("{what}: {e}"));
     let read_key = |p: &std::path::Path| -> Result<SealedKey, ApiError> {
-        let t = std::fs::read_to_string(p).map_err(|e| io(&p.display().to_string(), e))?;
-        serde_json::from_str(&t).map_err(|e| ApiError::Internal(format!("{}: {e}", p.display())))
+        read_sealed_key(p)?
+            .ok_or_else(|| ApiError::Internal(format!("{} does not exist", p.display())))
     };
     let current_path = state_dir.join("sealed-pod-key.json");
     let next_path = state_dir.join("sealed-pod-key.next.json");
@@ -316,9 +316,9 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
     }
     let next = read_key(&next_path)?;
     // Resumable: a promotion interrupted after the old key was archived finds it there, through the retired list.
-    let current = match read_key(&current_path) {
-        Ok(k) => k,
-        Err(_) if !current_path.exists() => {
+    let current = match read_sealed_key(&current_path)? {
+        Some(k) => k,
+        None => {
             let r = read_retired(state_dir)?
                 .into_iter()
                 .find(|r| r.successor == next.fingerprint)
@@ -336,7 +336,6 @@ pub fn promote(state_dir: &std::path::Path) -> Result<Promotion, ApiError> {
                     .join("sealed-pod-key.json"),
             )?
         }
-        Err(e) => return Err(e),
     };
     let archive = state_dir.join("retired").join(&current.fingerprint);
     std::fs::create_dir_all(&archive).map_err(|e| io("creating the archive", e))?;
@@ -522,6 +521,22 @@ impl Parent {
         })
     }
 
+    /// The body of a PROVISION or PROVISION_NEXT message: the key ceremony under KMS key `key_id`.
+    async fn provision_body(&self, key_id: &str) -> Result<Vec<u8>, ApiError> {
+        let (id, secret, token) = self.credentials().await?;
+        let mut e = Encoder::new();
+        e.array(5)
+            .text(key_id)
+            .text(&self.config.kms.pod_name)
+            .text(&id)
+            .text(&secret);
+        match &token {
+            Some(t) => e.text(t),
+            None => e.null(),
+        };
+        Ok(e.into_bytes())
+    }
+
     /// The body of an UNSEAL or UNSEAL_NEXT message for a stored key.
     async fn unseal_body(&self, k: &SealedKey) -> Result<Vec<u8>, ApiError> {
         let (id, secret, token) = self.credentials().await?;
@@ -578,21 +593,8 @@ impl Parent {
                         ));
                     }
                 };
-                let (id, secret, token) = self.credentials().await?;
-                let mut e = Encoder::new();
-                e.array(5)
-                    .text(&kms_key_id)
-                    .text(&self.config.kms.pod_name)
-                    .text(&id)
-                    .text(&secret);
-                match &token {
-                    Some(t) => e.text(t),
-                    None => e.null(),
-                };
-                let reply = self
-                    .enclave
-                    .call_once(kind::PROVISION_NEXT, e.as_bytes())
-                    .await?;
+                let body = self.provision_body(&kms_key_id).await?;
+                let reply = self.enclave.call_once(kind::PROVISION_NEXT, &body).await?;
                 if reply.kind != kind::PROVISIONED {
                     let (code, message) = reply.code_message();
                     return Err(ApiError::Refused { code, message });
@@ -710,31 +712,10 @@ impl Parent {
                     let body = self.unseal_body(&k).await?;
                     self.enclave.call(kind::UNSEAL, &body).await?
                 }
+                // No key and no rotation here (refuse_interrupted_promotion above): a new pod, its key born now.
                 None => {
-                    // A missing sealed key in a directory that has rotated before is an interrupted promotion, not a
-                    // new pod: a fresh key here would orphan every document.
-                    if self.next_key_path().exists()
-                        || !read_retired(&self.config.state_dir)?.is_empty()
-                    {
-                        return Err(ApiError::Internal(format!(
-                            "{} is missing but this state directory holds a rotation (a successor or retired keys): \
-                             refusing to make a new pod key; run `pod-proxy promote` again to finish the promotion",
-                            self.key_path().display()
-                        )));
-                    }
-                    let (id, secret, token) = self.credentials().await?;
-                    let mut creds = Encoder::new();
-                    creds
-                        .array(5)
-                        .text(&kms.key_id)
-                        .text(&kms.pod_name)
-                        .text(&id)
-                        .text(&secret);
-                    match &token {
-                        Some(t) => creds.text(t),
-                        None => creds.null(),
-                    };
-                    self.enclave.call(kind::PROVISION, creds.as_bytes()).await?
+                    let body = self.provision_body(&kms.key_id).await?;
+                    self.enclave.call(kind::PROVISION, &body).await?
                 }
             };
             match reply.kind {

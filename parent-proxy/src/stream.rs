@@ -94,15 +94,11 @@ pub async fn rotate(
 ) -> Result<Response<Body>, ApiError> {
     let (parts, mut body) = req.into_parts();
     let mut buf = Vec::new();
-    let mode = match parts
+    let mode = parts
         .headers
         .get("x-pod-rotation-mode")
         .and_then(|v| v.to_str().ok())
-    {
-        Some("rewrap") => Some(pod_protocol::rotation::Mode::Rewrap),
-        Some("re-encrypt") => Some(pod_protocol::rotation::Mode::ReEncrypt),
-        _ => None,
-    };
+        .and_then(pod_protocol::rotation::Mode::from_name);
     let started = async {
         let mode = mode.ok_or_else(|| {
             ApiError::BadRequest(

@@ -27,8 +27,9 @@ pub fn get(path: &str) -> Option<(&'static [u8], &'static str)> {
     Some((bytes, content_type))
 }
 
-/// Every embedded path (for tests and the listing in docs).
-pub fn paths() -> impl Iterator<Item = &'static str> {
+/// Every embedded path.
+#[cfg(test)]
+fn paths() -> impl Iterator<Item = &'static str> {
     files::FILES.iter().map(|(p, _)| *p)
 }
 

@@ -97,6 +97,13 @@ impl Mode {
             Self::ReEncrypt => "re-encrypt",
         }
     }
+
+    /// The mode [`Mode::name`] names; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Rewrap, Self::ReEncrypt]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
 }
 
 /// One document moved to the new pod key.

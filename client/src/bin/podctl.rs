@@ -437,11 +437,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             journal,
             certificate,
         }) => {
-            let mode = if mode == "rewrap" {
-                pod_protocol::rotation::Mode::Rewrap
-            } else {
-                pod_protocol::rotation::Mode::ReEncrypt
-            };
+            // clap's value parser admits only the two names.
+            let mode = pod_protocol::rotation::Mode::from_name(&mode)
+                .ok_or_else(|| anyhow::anyhow!("--mode must be rewrap or re-encrypt"))?;
             let c = client(&cli.pod)?;
             let started = std::time::Instant::now();
             let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -479,12 +477,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("ignored {} (not a sealed document)", p.display());
             }
             println!(
-                "moved {} documents ({} already moved, {} interrupted moves finished, {} not moved, {} other files) in {:.1} s",
+                "moved {} documents ({} already moved, {} interrupted moves finished, {} not moved, {} other files; {:.1} MB of sealed documents) in {:.1} s",
                 report.rotated,
                 report.already,
                 report.resumed,
                 report.skipped.len(),
                 report.ignored.len(),
+                report.bytes as f64 / 1e6,
                 started.elapsed().as_secs_f64()
             );
             let (file, cert) = c.certify_rotation(&dir, &journal).await?;
