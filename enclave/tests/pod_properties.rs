@@ -713,12 +713,20 @@ fn rotation_moves_documents_to_the_successor_key_audits_each_and_certifies_them(
         let (new_h, new_start) = envelope::read_header(&moved).unwrap().unwrap();
         assert_eq!(new_h.recipient(), &next_fpr);
         assert_eq!((new_h.room(), new_h.doc()), (old_h.room(), old_h.doc()));
-        // The successor opens it; the old pod key no longer does.
+        // The successor opens it (and the header names only the successor, checked above).
         let (_, opened) = envelope::open(&moved, UnwrapKey::Hpke(&next_copy)).unwrap();
         assert_eq!(opened.as_slice(), plain.as_slice());
-        // Rewrap keeps the body byte for byte; re-encrypt changes every byte of it (a new file key).
+        // Rewrap keeps the body byte for byte; re-encrypt leaves no 16-byte block of it in place (a new file key).
         let same_body = moved[new_start..] == doc[old_start..];
         assert_eq!(same_body, mode == Mode::Rewrap, "doc {i}");
+        if mode == Mode::ReEncrypt {
+            let kept = moved[new_start..]
+                .chunks(16)
+                .zip(doc[old_start..].chunks(16))
+                .filter(|(a, b)| a == b)
+                .count();
+            assert_eq!(kept, 0, "doc {i}: {kept} blocks survived a re-encryption");
+        }
         let item = rotation::SignedItem::parse_verified(&item, &receipt_key).unwrap();
         assert_eq!(item.item().old_header_hash, old_h.hash());
         assert_eq!(item.item().new_header_hash, new_h.hash());

@@ -403,7 +403,8 @@ test('the data room in the browser, against a real local pod', { timeout: 240_00
     // A receipt that is not the pod's is refused (podctl exits non-zero).
     const forged = { format: kept.format, receipts: { [Object.keys(kept.receipts)[0]]: [Buffer.alloc(120, 7).toString('base64')] } };
     await writeFile(f('forged-receipts.json'), JSON.stringify(forged));
-    await assert.rejects(podctl(['audit', 'verify', '--receipts', f('forged-receipts.json')]));
+    await assert.rejects(podctl(['audit', 'verify', '--receipts', f('forged-receipts.json')]),
+      (e) => /a kept receipt is not signed by this pod/.test(String(e.stderr)));
   });
 
   await step(t, 'when storage refuses a receipt, the document is still offered, and the receipt as a file', async () => {
