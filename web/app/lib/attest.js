@@ -26,6 +26,7 @@
 // attacker-chosen bytes beyond small numbers, so they are safe to show and to log.
 
 import { decode, encode, CborError, Tagged } from './cbor.js';
+import { toHex, fromHex } from './bytes.js';
 import {
   DerError,
   OID,
@@ -131,22 +132,15 @@ export function pemToDer(pem) {
 
 // ---- Small helpers ---------------------------------------------------------------------------------------------
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
-/** Lower-case hex of bytes. */
-export function toHex(bytes) {
-  let s = '';
-  for (const b of bytes) s += HEX[b];
-  return s;
-}
+export { toHex };
 
 /** Bytes of a hex string (either case, surrounding whitespace ignored); null if it is not hex. */
-function fromHex(text) {
-  const t = text.trim();
-  if (t.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(t)) return null;
-  const out = new Uint8Array(t.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(t.slice(2 * i, 2 * i + 2), 16);
-  return out;
+function hexOrNull(text) {
+  try {
+    return fromHex(text.trim());
+  } catch {
+    return null;
+  }
 }
 
 /** Equality whose time does not depend on where the first difference is (lengths are not secret). */
@@ -193,7 +187,7 @@ function cborDecode(bytes, options) {
 // ---- Options ---------------------------------------------------------------------------------------------------
 
 function pcrValue(index, value, code) {
-  const bytes = typeof value === 'string' ? fromHex(value) : value instanceof Uint8Array ? value : null;
+  const bytes = typeof value === 'string' ? hexOrNull(value) : value instanceof Uint8Array ? value : null;
   if (!bytes) throw new AttestationError(code, `PCR${index} must be a hex string or a Uint8Array`);
   if (bytes.length !== 32 && bytes.length !== 48 && bytes.length !== 64) {
     throw new AttestationError(code, `PCR${index} must be 32, 48 or 64 bytes, got ${bytes.length}`);
@@ -856,7 +850,7 @@ export function parsePcrFile(text) {
     const index = Number(m[1]);
     if (index > 31) throw bad(`PCR index ${index} is out of range 0..=31`);
     if (typeof v !== 'string') throw bad(`${key} is not a string`);
-    const bytes = fromHex(v);
+    const bytes = hexOrNull(v);
     if (!bytes) throw bad(`${key} is not a hex string`);
     if (bytes.length !== 32 && bytes.length !== 48 && bytes.length !== 64) {
       throw bad(`${key} must be 32, 48 or 64 bytes, got ${bytes.length}`);
